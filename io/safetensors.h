@@ -17,12 +17,12 @@ typedef enum {
 typedef struct {
     char *name;
     sds_dtype dtype;
-    char dtype_name[8];   // as written in the header ("F16", "I64", ...)
+    char dtype_name[8]; // as written in the header ("F16", "I64", ...)
     int32_t ndim;
     int64_t shape[SDS_ST_MAX_DIMS];
-    uint64_t data_begin;  // absolute byte offset in its file
+    uint64_t data_begin; // absolute byte offset in its file
     uint64_t data_bytes;
-    int32_t file_index;   // into sds_safetensors' file list
+    int32_t file_index; // into sds_safetensors' file list
 } sds_st_tensor;
 
 typedef struct sds_safetensors sds_safetensors;

@@ -12,8 +12,8 @@ typedef struct sds_tokenizer sds_tokenizer;
 int sds_tokenizer_load_dir(const char *dir, sds_tokenizer **out);
 // From in-memory pieces (GGUF metadata later): tokens[i] is the string of id i, merges[k] is
 // "a b" with rank k.
-int sds_tokenizer_load_lists(const char *const *tokens, int64_t n_tokens,
-                             const char *const *merges, int64_t n_merges, sds_tokenizer **out);
+int sds_tokenizer_load_lists(const char *const *tokens, int64_t n_tokens, const char *const *merges,
+                             int64_t n_merges, sds_tokenizer **out);
 void sds_tokenizer_free(sds_tokenizer *tok);
 
 int64_t sds_tokenizer_vocab_size(const sds_tokenizer *tok);

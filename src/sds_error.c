@@ -31,14 +31,22 @@ void sds_error_clear(void) {
 
 const char *sds_code_name(int code) {
     switch (code) {
-    case SDS_OK: return "ok";
-    case SDS_ERR_INTERNAL: return "internal";
-    case SDS_ERR_USAGE: return "usage";
-    case SDS_ERR_INPUT: return "input";
-    case SDS_ERR_NUMERIC: return "numerical";
-    case SDS_ERR_IO: return "io";
-    case SDS_ERR_CHECKPOINTED: return "checkpointed";
-    default: return "unknown";
+    case SDS_OK:
+        return "ok";
+    case SDS_ERR_INTERNAL:
+        return "internal";
+    case SDS_ERR_USAGE:
+        return "usage";
+    case SDS_ERR_INPUT:
+        return "input";
+    case SDS_ERR_NUMERIC:
+        return "numerical";
+    case SDS_ERR_IO:
+        return "io";
+    case SDS_ERR_CHECKPOINTED:
+        return "checkpointed";
+    default:
+        return "unknown";
     }
 }
 
@@ -50,6 +58,7 @@ void *sds_malloc(size_t bytes, const char *what) {
 
 void *sds_calloc(size_t n, size_t size, const char *what) {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) sds_error_set(SDS_ERR_IO, "out of memory allocating %zu x %zu bytes for %s", n, size, what);
+    if (!p)
+        sds_error_set(SDS_ERR_IO, "out of memory allocating %zu x %zu bytes for %s", n, size, what);
     return p;
 }

@@ -1,0 +1,203 @@
+#include "eval.h"
+
+#include "agree.h"
+#include "model_load.h"
+#include "runtime.h"
+#include "sds_error.h"
+#include "text.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+// Rank 0: text -> ids with the model's BOS, checked against the vocabulary.
+static int tokenize_text(const sds_eval_opts *o, const sds_model *m, int32_t **ids_out,
+                         int64_t *n_out) {
+    sds_tokenizer *tok = NULL;
+    int32_t bos = -1;
+    SDS_TRY(sds_model_tokenizer(o->model, o->tokenizer, m, &tok, &bos));
+    char *text = NULL;
+    size_t len = 0;
+    int rc = sds_text_read(o->text, &text, &len);
+    int32_t *raw = NULL;
+    int64_t n = 0;
+    if (rc == SDS_OK) {
+        rc = sds_tokenizer_encode(tok, text, len, &raw, &n);
+        if (rc != SDS_OK) {
+            // the tokenizer reports the offset; the file name makes it actionable
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", sds_error_message());
+            sds_error_clear();
+            rc = sds_error_set(rc, "%s: %s", o->text, msg);
+        }
+    }
+    free(text);
+    sds_tokenizer_free(tok);
+    if (rc != SDS_OK) return rc;
+    int64_t total = n + (bos >= 0 ? 1 : 0);
+    int32_t *ids = sds_malloc((size_t)(total ? total : 1) * sizeof(int32_t), "token ids");
+    if (!ids) {
+        free(raw);
+        return SDS_ERR_IO;
+    }
+    int64_t k = 0;
+    if (bos >= 0) ids[k++] = bos;
+    for (int64_t i = 0; i < n; i++) ids[k++] = raw[i];
+    free(raw);
+    for (int64_t i = 0; i < total; i++) {
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size) {
+            free(ids);
+            return sds_error_set(SDS_ERR_INPUT,
+                                 "%s: token id %d is outside the model's vocabulary (%lld): the "
+                                 "tokenizer does not match the model",
+                                 o->text, ids[i], (long long)m->cfg.vocab_size);
+        }
+    }
+    *ids_out = ids;
+    *n_out = total;
+    return SDS_OK;
+}
+
+static int write_json(const sds_eval_opts *o, int nranks, int64_t n_tokens, int64_t windows,
+                      double ppl, double mean_nll, double seconds) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", o->json, (int)getpid());
+    json_t *root = json_object();
+    json_object_set_new(root, "command", json_string("eval"));
+    json_object_set_new(root, "model", json_string(o->model));
+    json_object_set_new(root, "text", json_string(o->text));
+    json_object_set_new(root, "tokenizer", o->tokenizer ? json_string(o->tokenizer) : json_null());
+    json_object_set_new(root, "seqlen", json_integer(o->seqlen));
+    json_object_set_new(root, "max_windows", json_integer(o->max_windows));
+    json_object_set_new(root, "ranks", json_integer(nranks));
+    json_object_set_new(root, "tokens", json_integer(n_tokens));
+    json_object_set_new(root, "windows", json_integer(windows));
+    json_object_set_new(root, "mean_nll", json_real(mean_nll));
+    json_object_set_new(root, "perplexity", json_real(ppl));
+    json_object_set_new(root, "seconds", json_real(seconds));
+    int bad = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    json_decref(root);
+    if (bad != 0 || rename(tmp, o->json) != 0) {
+        unlink(tmp);
+        return sds_error_set(SDS_ERR_IO, "%s: cannot write the JSON summary", o->json);
+    }
+    return SDS_OK;
+}
+
+int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o_in) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    sds_eval_opts o = *o_in;
+    const double t_start = sds_now();
+
+    sds_model m;
+    int rc = sds_agree(comm, sds_model_load(o.model, &m));
+    if (rc != SDS_OK) return rc;
+    const int64_t max_pos = m.cfg.max_position_embeddings;
+    if (o.seqlen == 0) o.seqlen = max_pos < 2048 ? max_pos : 2048;
+    if (o.seqlen < 2 || o.seqlen > max_pos) {
+        rc = sds_error_set(SDS_ERR_USAGE, "--seqlen %lld: must be in [2, %lld] for this model",
+                           (long long)o.seqlen, (long long)max_pos);
+        rc = sds_agree(comm, rc);
+        sds_model_free(&m);
+        return rc;
+    }
+
+    int32_t *ids = NULL;
+    int64_t n_tokens = 0;
+    rc = SDS_OK;
+    if (rank == 0) {
+        rc = tokenize_text(&o, &m, &ids, &n_tokens);
+        if (rc == SDS_OK && n_tokens < o.seqlen) {
+            rc = sds_error_set(SDS_ERR_INPUT,
+                               "%s: %lld tokens, fewer than one window of --seqlen %lld", o.text,
+                               (long long)n_tokens, (long long)o.seqlen);
+        }
+    }
+    rc = sds_agree(comm, rc);
+    if (rc != SDS_OK) {
+        free(ids);
+        sds_model_free(&m);
+        return rc;
+    }
+    MPI_Bcast(&n_tokens, 1, MPI_INT64_T, 0, comm);
+    if (rank != 0) ids = sds_malloc((size_t)n_tokens * sizeof(int32_t), "token ids");
+    rc = sds_agree(comm, ids ? SDS_OK : SDS_ERR_IO);
+    if (rc != SDS_OK) {
+        free(ids);
+        sds_model_free(&m);
+        return rc;
+    }
+    // ids travel in pieces: MPI counts are int
+    for (int64_t off = 0; off < n_tokens; off += 1 << 28) {
+        int64_t n = n_tokens - off < (1 << 28) ? n_tokens - off : (1 << 28);
+        MPI_Bcast(ids + off, (int)n, MPI_INT32_T, 0, comm);
+    }
+
+    int64_t windows = n_tokens / o.seqlen;
+    if (o.max_windows > 0 && o.max_windows < windows) windows = o.max_windows;
+    if (rank == 0) {
+        printf("model %s: %s, %lld layers, hidden %lld, vocab %lld\n", o.model, m.cfg.model_type,
+               (long long)m.cfg.n_layers, (long long)m.cfg.hidden_size,
+               (long long)m.cfg.vocab_size);
+        printf("text %s: %lld tokens, %lld windows of %lld over %d rank%s\n", o.text,
+               (long long)n_tokens, (long long)windows, (long long)o.seqlen, size,
+               size > 1 ? "s" : "");
+        fflush(stdout);
+    }
+
+    sds_model_work w;
+    rc = sds_agree(comm, sds_model_work_alloc(&w, &m, o.seqlen));
+    if (rc != SDS_OK) {
+        free(ids);
+        sds_model_free(&m);
+        return rc;
+    }
+    // Window i goes to rank i % size; each window's NLL lands in its own slot so the sum is
+    // taken in window order on rank 0: the result does not depend on the rank count.
+    double *nll = sds_calloc((size_t)windows, sizeof(double), "window NLLs");
+    double *nll_all = rank == 0 ? sds_calloc((size_t)windows, sizeof(double), "window NLLs") : NULL;
+    rc = sds_agree(comm, (nll && (rank != 0 || nll_all)) ? SDS_OK : SDS_ERR_IO);
+    if (rc == SDS_OK) {
+        const double t0 = sds_now();
+        const int64_t mine = windows / size + (rank < windows % size ? 1 : 0);
+        int64_t done = 0;
+        for (int64_t i = rank; i < windows; i += size) {
+            nll[i] = sds_model_window_nll(&m, ids + i * o.seqlen, o.seqlen, &w);
+            done++;
+            if (rank == 0) {
+                double el = sds_now() - t0;
+                double eta = el / (double)done * (double)(mine - done);
+                fprintf(stderr,
+                        "eval: window %lld/%lld on rank 0 (%lld in all), %.1f tok/s per rank, "
+                        "elapsed %.1fs, ETA %.1fs\n",
+                        (long long)done, (long long)mine, (long long)windows,
+                        (double)(done * o.seqlen) / el, el, eta);
+            }
+        }
+        MPI_Reduce(nll, nll_all, (int)windows, MPI_DOUBLE, MPI_SUM, 0, comm);
+        if (rank == 0) {
+            double total = 0.0;
+            for (int64_t i = 0; i < windows; i++) total += nll_all[i];
+            const double mean = total / ((double)windows * (double)(o.seqlen - 1));
+            const double ppl = exp(mean);
+            const double secs = sds_now() - t_start;
+            printf("evaluated %lld tokens in %.2fs (%.1f tok/s)\n", (long long)(windows * o.seqlen),
+                   secs, (double)(windows * o.seqlen) / (sds_now() - t0));
+            printf("perplexity %.10g\n", ppl);
+            fflush(stdout);
+            if (o.json) rc = write_json(&o, size, n_tokens, windows, ppl, mean, secs);
+        }
+        rc = sds_agree(comm, rc);
+    }
+    free(nll);
+    free(nll_all);
+    free(ids);
+    sds_model_work_free(&w);
+    sds_model_free(&m);
+    return rc;
+}

@@ -1,0 +1,17 @@
+// sds-mpi eval: perplexity of a model on a text (SPEC 2.7), windows spread over the ranks.
+#pragma once
+#include <mpi.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *model;     // checkpoint directory
+    const char *text;      // UTF-8 text file
+    const char *tokenizer; // tokenizer directory, NULL = the model's
+    const char *json;      // write the result here too, NULL = no
+    int64_t seqlen;        // window length; 0 = min(2048, max_position_embeddings)
+    int64_t max_windows;   // 0 = all
+} sds_eval_opts;
+
+// (collective) Returns the agreed status; rank 0 prints progress to stderr and the result to
+// stdout, ending with "perplexity <value>".
+int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o);

@@ -1,0 +1,30 @@
+"""Running sds-mpi under mpirun from the tests, with each rank's exit code recorded."""
+import os
+import shlex
+import subprocess
+import tempfile
+
+BIN = os.environ.get("SDS_BIN", "sds-mpi")
+MPIRUN = shlex.split(os.environ.get("SDS_MPIRUN", "mpirun --allow-run-as-root --oversubscribe"))
+
+
+def run(np_, args, env=None, timeout=600):
+    """Returns (mpirun exit code, stdout, stderr, [exit code of each rank])."""
+    with tempfile.TemporaryDirectory() as d:
+        # every rank writes its own exit code, so "the same code on every rank" is checked
+        wrapper = ('"$0" "$@"; rc=$?; echo $rc > "%s/rc.$OMPI_COMM_WORLD_RANK"; exit $rc' % d)
+        cmd = MPIRUN + ["-np", str(np_), "sh", "-c", wrapper, BIN] + list(args)
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
+        codes = []
+        for r in range(np_):
+            f = os.path.join(d, "rc.%d" % r)
+            codes.append(int(open(f).read()) if os.path.exists(f) else None)
+        return p.returncode, p.stdout, p.stderr, codes
+
+
+def last_line(stdout):
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
