@@ -9,11 +9,16 @@ MPIRUN = shlex.split(os.environ.get("SDS_MPIRUN", "mpirun --allow-run-as-root --
 
 
 def run(np_, args, env=None, timeout=600):
-    """Returns (mpirun exit code, stdout, stderr, [exit code of each rank])."""
+    """Returns (mpirun exit code, stdout, stderr, [exit code of each rank]).
+
+    mpirun is told not to abort the job on the first non-zero exit, so that every rank can
+    record its code; in that mode mpirun's own code is 0 (see run_plain for it)."""
     with tempfile.TemporaryDirectory() as d:
         # every rank writes its own exit code, so "the same code on every rank" is checked
         wrapper = ('"$0" "$@"; rc=$?; echo $rc > "%s/rc.$OMPI_COMM_WORLD_RANK"; exit $rc' % d)
-        cmd = MPIRUN + ["-np", str(np_), "sh", "-c", wrapper, BIN] + list(args)
+        # let every rank finish and record its code before mpirun acts on the first non-zero one
+        cmd = MPIRUN + ["--mca", "orte_abort_on_non_zero_status", "0", "-np", str(np_),
+                        "sh", "-c", wrapper, BIN] + list(args)
         e = dict(os.environ)
         if env:
             e.update(env)
@@ -28,3 +33,13 @@ def run(np_, args, env=None, timeout=600):
 def last_line(stdout):
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+def run_plain(np_, args, env=None, timeout=600):
+    """mpirun as a user runs it: returns (mpirun exit code, stdout, stderr)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    p = subprocess.run(MPIRUN + ["-np", str(np_), BIN] + list(args), capture_output=True,
+                       text=True, env=e, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr

@@ -100,7 +100,8 @@ def main():
             args = ["eval", "--model", model, "--text", txt, "--seqlen", "128", "--json", out_json]
             args += extra
             try:
-                rc, out, err, codes = sds_run.run(2, args, timeout=120)
+                _, out, err, codes = sds_run.run(2, args, timeout=120)
+                rc, _, _ = sds_run.run_plain(2, args, timeout=120)
             except Exception as e:  # a hang is a failure, not a stuck suite
                 print("NOT OK %s: %s" % (name, e))
                 failed += 1
