@@ -49,11 +49,12 @@ static int tokenize_text(const sds_eval_opts *o, const sds_model *m, int32_t **i
     free(raw);
     for (int64_t i = 0; i < total; i++) {
         if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size) {
+            const int32_t bad = ids[i];
             free(ids);
             return sds_error_set(SDS_ERR_INPUT,
                                  "%s: token id %d is outside the model's vocabulary (%lld): the "
                                  "tokenizer does not match the model",
-                                 o->text, ids[i], (long long)m->cfg.vocab_size);
+                                 o->text, bad, (long long)m->cfg.vocab_size);
         }
     }
     *ids_out = ids;
