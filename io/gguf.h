@@ -75,7 +75,7 @@ uint64_t sds_gguf_data_start(const sds_gguf *g); // absolute byte offset of the 
 
 // ---- metadata ----
 int64_t sds_gguf_kv_count(const sds_gguf *g);
-const sds_gguf_kv *sds_gguf_kv_at(const sds_gguf *g, int64_t i); // in file order
+const sds_gguf_kv *sds_gguf_kv_at(const sds_gguf *g, int64_t i);         // in file order
 const sds_gguf_kv *sds_gguf_find_kv(const sds_gguf *g, const char *key); // NULL when absent
 bool sds_gguf_has(const sds_gguf *g, const char *key);
 // Name of a value type ("uint32", "array", ...; "unknown" outside the enum).
@@ -99,7 +99,7 @@ int sds_gguf_get_i64_array(const sds_gguf *g, const char *key, int64_t **vals, i
 
 // ---- tensors ----
 int64_t sds_gguf_tensor_count(const sds_gguf *g);
-const sds_gguf_tensor *sds_gguf_tensor_at(const sds_gguf *g, int64_t i); // in file order
+const sds_gguf_tensor *sds_gguf_tensor_at(const sds_gguf *g, int64_t i);          // in file order
 const sds_gguf_tensor *sds_gguf_find_tensor(const sds_gguf *g, const char *name); // NULL: absent
 // Name of a ggml type ("Q4_1"), or NULL for a number this reader does not know.
 const char *sds_ggml_type_name(int32_t type);

@@ -16,6 +16,9 @@
 // GPT-2's pre-split pattern, as Hugging Face's ByteLevel pre-tokenizer uses it.
 static const char tok_split_pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+// Hugging Face's Digits(individual_digits=true): every numeric character (Rust's is_numeric,
+// categories Nd, Nl and No) becomes a piece of its own before GPT-2's split.
+static const char tok_digit_pattern[] = "\\p{N}";
 // A "word character" next to a single_word added token (Rust regex's Unicode \w, closely).
 static const char tok_word_char_pattern[] = "[\\p{L}\\p{M}\\p{Nd}\\p{Nl}\\p{Pc}\\x{200C}\\x{200D}]";
 
@@ -63,7 +66,9 @@ struct sds_tokenizer {
     int64_t n_added;
     sds_strmap *added_ids;        // content -> id
     uint32_t added_first[2][257]; // [normalized][first byte] -> range in added
+    sds_tok_pre pre;
     pcre2_code *split_re;
+    pcre2_code *digit_re;     // only for SDS_TOK_PRE_DIGITS_GPT2
     pcre2_code *word_char_re; // only when some added token is single_word
     tok_cache *cache;         // shared by encode calls: the tokenizer is not thread-safe
 };
@@ -342,6 +347,10 @@ static int tok_finish(sds_tokenizer *t, const char *src) {
 
     t->split_re = tok_compile(src, tok_split_pattern);
     if (!t->split_re) return SDS_ERR_INTERNAL;
+    if (t->pre == SDS_TOK_PRE_DIGITS_GPT2) {
+        t->digit_re = tok_compile(src, tok_digit_pattern);
+        if (!t->digit_re) return SDS_ERR_INTERNAL;
+    }
     if (any_single_word) {
         t->word_char_re = tok_compile(src, tok_word_char_pattern);
         if (!t->word_char_re) return SDS_ERR_INTERNAL;
@@ -361,6 +370,7 @@ void sds_tokenizer_free(sds_tokenizer *tok) {
     free(tok->added);
     sds_strmap_free(tok->added_ids);
     pcre2_code_free(tok->split_re);
+    pcre2_code_free(tok->digit_re);
     pcre2_code_free(tok->word_char_re);
     if (tok->cache) {
         sds_strmap_free(tok->cache->words);
@@ -398,6 +408,25 @@ static int tok_json_require_empty(const char *src, json_t *model, const char *ke
     return tok_fail(src, "model.%s is set; only plain byte-level BPE is supported", key);
 }
 
+// The one Sequence pre-tokenizer we implement: [Digits(individual_digits=true), ByteLevel].
+// *byte_level gets the ByteLevel member, whose flags then apply as for a plain ByteLevel.
+static int tok_json_sequence(const char *path, json_t *pre, json_t **byte_level) {
+    json_t *list = json_object_get(pre, "pretokenizers");
+    json_t *digits = json_array_get(list, 0), *bl = json_array_get(list, 1);
+    json_t *digits_type = json_object_get(digits, "type"), *bl_type = json_object_get(bl, "type");
+    if (!json_is_array(list) || json_array_size(list) != 2 || !json_is_string(digits_type) ||
+        strcmp(json_string_value(digits_type), "Digits") != 0 || !json_is_string(bl_type) ||
+        strcmp(json_string_value(bl_type), "ByteLevel") != 0)
+        return tok_fail(path, "pre_tokenizer is a Sequence other than [Digits, ByteLevel]; only "
+                              "ByteLevel or Sequence[Digits(individual_digits=true), ByteLevel] "
+                              "are supported");
+    if (!tok_json_flag(digits, "individual_digits", false))
+        return tok_fail(path, "pre_tokenizer Digits has individual_digits false; only "
+                              "individual_digits=true is supported");
+    *byte_level = bl;
+    return SDS_OK;
+}
+
 static int tok_load_json(sds_tokenizer *t, const char *path) {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
@@ -410,7 +439,14 @@ static int tok_load_json(sds_tokenizer *t, const char *path) {
     json_t *pre_type = json_object_get(pre, "type");
     json_t *merges = json_object_get(model, "merges");
     json_t *added = json_object_get(root, "added_tokens");
-    if (!json_is_object(model)) {
+    if (json_is_string(pre_type) && strcmp(json_string_value(pre_type), "Sequence") == 0) {
+        rc = tok_json_sequence(path, pre, &pre);
+        pre_type = json_object_get(pre, "type");
+        t->pre = SDS_TOK_PRE_DIGITS_GPT2;
+    }
+    if (rc != SDS_OK) {
+        // reported by tok_json_sequence
+    } else if (!json_is_object(model)) {
         rc = tok_fail(path, "no \"model\" object");
     } else if (type && (!json_is_string(type) || strcmp(json_string_value(type), "BPE") != 0)) {
         rc = tok_fail(path, "model.type is %s; only BPE is supported",
@@ -418,8 +454,9 @@ static int tok_load_json(sds_tokenizer *t, const char *path) {
     } else if (norm && !json_is_null(norm)) {
         rc = tok_fail(path, "a normalizer is set; only byte-level BPE without one is supported");
     } else if (!json_is_string(pre_type) || strcmp(json_string_value(pre_type), "ByteLevel") != 0) {
-        rc = tok_fail(path, "pre_tokenizer is %s; only ByteLevel is supported",
-                      json_is_string(pre_type) ? json_string_value(pre_type) : "missing");
+        rc = tok_fail(
+            path, "pre_tokenizer is %s; only ByteLevel or Sequence[Digits, ByteLevel] is supported",
+            json_is_string(pre_type) ? json_string_value(pre_type) : "missing");
     } else if (!tok_json_flag(pre, "use_regex", true)) {
         rc = tok_fail(path, "pre_tokenizer.use_regex is false; only GPT-2's split is supported");
     } else if (!json_is_array(merges)) {
@@ -597,24 +634,40 @@ int sds_tokenizer_load_dir(const char *dir, sds_tokenizer **out) {
     return SDS_OK;
 }
 
-int sds_tokenizer_load_lists(const char *const *tokens, int64_t n_tokens, const char *const *merges,
-                             int64_t n_merges, sds_tokenizer **out) {
-    static const char src[] = "tokenizer lists";
+int sds_tokenizer_load_lists(const sds_tokenizer_lists *lists, sds_tokenizer **out) {
     *out = NULL;
-    if (n_tokens < 0 || n_merges < 0) return tok_fail(src, "negative list length");
+    const char *src = lists->source ? lists->source : "tokenizer lists";
+    if (lists->n_tokens < 0 || lists->n_merges < 0 || lists->n_special < 0)
+        return tok_fail(src, "negative list length");
+    if (lists->pre != SDS_TOK_PRE_GPT2 && lists->pre != SDS_TOK_PRE_DIGITS_GPT2)
+        return tok_fail(src, "unknown pre-tokenizer mode %d", (int)lists->pre);
     sds_tokenizer *t;
     SDS_TRY(tok_new(&t));
+    t->pre = lists->pre;
     int rc = SDS_OK;
-    for (int64_t i = 0; rc == SDS_OK && i < n_tokens; i++)
-        if (tokens[i]) rc = tok_vocab_add(t, src, tokens[i], strlen(tokens[i]), i);
-    if (rc == SDS_OK) rc = tok_merges_init(t, (size_t)n_merges);
-    for (int64_t k = 0; rc == SDS_OK && k < n_merges; k++) {
+    for (int64_t i = 0; rc == SDS_OK && i < lists->n_tokens; i++)
+        if (lists->tokens[i])
+            rc = tok_vocab_add(t, src, lists->tokens[i], strlen(lists->tokens[i]), i);
+    if (rc == SDS_OK) rc = tok_merges_init(t, (size_t)lists->n_merges);
+    for (int64_t k = 0; rc == SDS_OK && k < lists->n_merges; k++) {
+        const char *m = lists->merges[k];
         char where[32];
         snprintf(where, sizeof where, "merge %lld", (long long)k);
-        if (!merges[k])
+        if (!m)
             rc = tok_fail(src, "%s is NULL", where);
         else
-            rc = tok_merge_add_text(t, src, where, merges[k], strlen(merges[k]), k);
+            rc = tok_merge_add_text(t, src, where, m, strlen(m), k);
+    }
+    // Special tokens: matched before the pre-split, not normalized (Hugging Face's default for
+    // special=true), no stripping. Each is already in the vocabulary, so it keeps its id.
+    for (int64_t k = 0; rc == SDS_OK && k < lists->n_special; k++) {
+        int32_t id = lists->special_ids[k];
+        if (id < 0 || id >= lists->n_tokens || !lists->tokens[id])
+            rc = tok_fail(src, "special token id %d is not a token (vocabulary of %lld)", (int)id,
+                          (long long)lists->n_tokens);
+        else
+            rc = tok_added_add(t, lists->tokens[id], strlen(lists->tokens[id]), false, false, false,
+                               false);
     }
     if (rc == SDS_OK) rc = tok_finish(t, src);
     if (rc != SDS_OK) {
@@ -623,6 +676,77 @@ int sds_tokenizer_load_lists(const char *const *tokens, int64_t n_tokens, const 
     }
     *out = t;
     return SDS_OK;
+}
+
+// GGUF token types (llama.cpp's llama_token_type).
+enum { TOK_GGUF_CONTROL = 3, TOK_GGUF_USER_DEFINED = 4, TOK_GGUF_N_TYPES = 7 };
+
+int sds_tokenizer_load_gguf(const sds_gguf *g, const char *path, sds_tokenizer **out) {
+    *out = NULL;
+    const char *src = path ? path : sds_gguf_path(g);
+    const char *model, *pre_name;
+    SDS_TRY(sds_gguf_get_str(g, "tokenizer.ggml.model", &model));
+    if (strcmp(model, "gpt2") != 0)
+        return tok_fail(src,
+                        "tokenizer.ggml.model is \"%.64s\"; only \"gpt2\" (byte-level BPE) is "
+                        "supported",
+                        model);
+    if (!sds_gguf_has(g, "tokenizer.ggml.pre"))
+        return tok_fail(src, "tokenizer.ggml.pre is missing, so the pre-tokenizer is unknown "
+                             "(supported: \"gpt-2\", \"smollm\")");
+    SDS_TRY(sds_gguf_get_str(g, "tokenizer.ggml.pre", &pre_name));
+    sds_tokenizer_lists lists = {.source = src};
+    if (strcmp(pre_name, "smollm") == 0)
+        lists.pre = SDS_TOK_PRE_DIGITS_GPT2;
+    else if (strcmp(pre_name, "gpt-2") == 0)
+        lists.pre = SDS_TOK_PRE_GPT2;
+    else
+        return tok_fail(src,
+                        "tokenizer.ggml.pre is \"%.64s\", which is not supported (supported: "
+                        "\"gpt-2\", \"smollm\")",
+                        pre_name);
+
+    const uint64_t *tok_lens, *merge_lens;
+    SDS_TRY(sds_gguf_get_str_array(g, "tokenizer.ggml.tokens", &lists.tokens, &tok_lens,
+                                   &lists.n_tokens));
+    SDS_TRY(sds_gguf_get_str_array(g, "tokenizer.ggml.merges", &lists.merges, &merge_lens,
+                                   &lists.n_merges));
+    if (lists.n_tokens == 0) return tok_fail(src, "tokenizer.ggml.tokens is empty");
+    if (lists.n_tokens >= TOK_MAX_ID)
+        return tok_fail(src, "tokenizer.ggml.tokens has %lld entries, more than %d",
+                        (long long)lists.n_tokens, TOK_MAX_ID);
+    for (int64_t i = 0; i < lists.n_tokens; i++)
+        if (strlen(lists.tokens[i]) != tok_lens[i])
+            return tok_fail(src, "tokenizer.ggml.tokens[%lld] holds a NUL byte", (long long)i);
+    for (int64_t k = 0; k < lists.n_merges; k++)
+        if (strlen(lists.merges[k]) != merge_lens[k])
+            return tok_fail(src, "tokenizer.ggml.merges[%lld] holds a NUL byte", (long long)k);
+
+    int64_t *types = NULL, n_types = 0;
+    int32_t *special = NULL;
+    int rc = SDS_OK;
+    if (sds_gguf_has(g, "tokenizer.ggml.token_type")) {
+        rc = sds_gguf_get_i64_array(g, "tokenizer.ggml.token_type", &types, &n_types);
+        if (rc == SDS_OK && n_types != lists.n_tokens)
+            rc = tok_fail(src, "tokenizer.ggml.token_type has %lld entries for %lld tokens",
+                          (long long)n_types, (long long)lists.n_tokens);
+        if (rc == SDS_OK) {
+            special = sds_malloc((size_t)n_types * sizeof *special, "tokenizer special ids");
+            if (!special) rc = SDS_ERR_IO;
+        }
+        for (int64_t i = 0; rc == SDS_OK && i < n_types; i++) {
+            if (types[i] < 0 || types[i] >= TOK_GGUF_N_TYPES)
+                rc = tok_fail(src, "tokenizer.ggml.token_type[%lld] is %lld, not a token type",
+                              (long long)i, (long long)types[i]);
+            else if (types[i] == TOK_GGUF_CONTROL || types[i] == TOK_GGUF_USER_DEFINED)
+                special[lists.n_special++] = (int32_t)i;
+        }
+    }
+    lists.special_ids = special;
+    if (rc == SDS_OK) rc = sds_tokenizer_load_lists(&lists, out);
+    free(types);
+    free(special);
+    return rc;
 }
 
 int64_t sds_tokenizer_vocab_size(const sds_tokenizer *tok) {
@@ -825,8 +949,8 @@ static int tok_word(const sds_tokenizer *t, tok_work *w, const char *word, size_
     return SDS_OK;
 }
 
-// A piece of text with no added tokens in it: GPT-2's split, then BPE per word.
-static int tok_encode_plain(const sds_tokenizer *t, tok_work *w, const char *text, size_t n) {
+// One pre-tokenizer piece: GPT-2's split, then BPE per word.
+static int tok_encode_piece(const sds_tokenizer *t, tok_work *w, const char *text, size_t n) {
     if (n == 0) return SDS_OK;
     if (t->add_prefix_space && text[0] != ' ') {
         // A copy apart from buf, which ignore_merges lookups reuse word by word.
@@ -856,6 +980,31 @@ static int tok_encode_plain(const sds_tokenizer *t, tok_work *w, const char *tex
         pos = end > pos ? end : pos + 1;
     }
     return SDS_OK;
+}
+
+// A piece of text with no added tokens in it. With the digits pre-tokenizer, every numeric
+// character is a piece of its own, and so is each stretch between them: GPT-2's pattern must not
+// look past a piece's end (its "\\s+(?!\\S)" would).
+static int tok_encode_plain(const sds_tokenizer *t, tok_work *w, const char *text, size_t n) {
+    if (t->pre != SDS_TOK_PRE_DIGITS_GPT2) return tok_encode_piece(t, w, text, n);
+    size_t pos = 0;
+    while (pos < n) {
+        int rc =
+            pcre2_match(t->digit_re, (PCRE2_SPTR)text, n, pos, PCRE2_NO_UTF_CHECK, w->md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            return sds_error_set(SDS_ERR_INPUT, "splitting digits failed near byte %zu: %s", pos,
+                                 (const char *)msg);
+        }
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
+        size_t start = ov[0], end = ov[1];
+        if (start > pos) SDS_TRY(tok_encode_piece(t, w, text + pos, start - pos));
+        SDS_TRY(tok_encode_piece(t, w, text + start, end - start));
+        pos = end;
+    }
+    return tok_encode_piece(t, w, text + pos, n - pos);
 }
 
 static bool tok_is_white_space(uint32_t cp) {

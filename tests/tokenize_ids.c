@@ -92,8 +92,12 @@ static int load_lists(const char *tokens_path, const char *merges_path, sds_toke
         if (!tokens || !merges) rc = sds_error_set(SDS_ERR_IO, "out of memory");
     }
     if (rc == SDS_OK)
-        rc = sds_tokenizer_load_lists((const char *const *)tokens, n_tokens,
-                                      (const char *const *)merges, n_merges, tok);
+        rc = sds_tokenizer_load_lists(&(sds_tokenizer_lists){.source = tokens_path,
+                                                             .tokens = (const char *const *)tokens,
+                                                             .n_tokens = n_tokens,
+                                                             .merges = (const char *const *)merges,
+                                                             .n_merges = n_merges},
+                                      tok);
     free(tokens);
     free(merges);
     free(tokens_buf);
