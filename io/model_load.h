@@ -3,9 +3,15 @@
 #include "model.h"
 #include "tokenizer.h"
 
-// path: a Hugging Face checkpoint directory (config.json + safetensors).
+// path: a Hugging Face checkpoint directory (config.json + safetensors), whose config.json
+// model_type ("opt", "llama") picks the architecture; or a GGUF file (llama architecture).
 int sds_model_load(const char *path, sds_model *m);
+// Whether path is a file starting with GGUF's magic.
+int sds_model_is_gguf(const char *path);
 // The tokenizer that goes with the model: from tokenizer_dir when given, else from the model
-// directory. *bos is the id the model's tokenizer puts before a text (-1: none).
+// directory or the GGUF metadata (BOS when tokenizer.ggml.add_bos_token is true). *bos is the id
+// the model's tokenizer puts before a text (-1: none): OPT's </s>; for Llama what
+// transformers 4.44's AutoTokenizer adds (tokenizer_config.json's add_bos_token for the Llama
+// tokenizer classes, default true; else tokenizer.json's post_processor).
 int sds_model_tokenizer(const char *path, const char *tokenizer_dir, const sds_model *m,
                         sds_tokenizer **tok, int32_t *bos);

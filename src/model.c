@@ -6,6 +6,7 @@
 
 void sds_model_free(sds_model *m) {
     if (m->arch == SDS_ARCH_OPT) sds_opt_free(&m->opt);
+    if (m->arch == SDS_ARCH_LLAMA) sds_llama_free(&m->llama);
     memset(m, 0, sizeof *m);
 }
 
@@ -15,6 +16,8 @@ int sds_model_work_alloc(sds_model_work *w, const sds_model *m, int64_t T) {
     switch (m->arch) {
     case SDS_ARCH_OPT:
         return sds_opt_work_alloc(&w->opt, &m->cfg, T);
+    case SDS_ARCH_LLAMA:
+        return sds_llama_work_alloc(&w->llama, &m->cfg, T);
     default:
         return sds_error_set(SDS_ERR_INPUT, "architecture not supported yet");
     }
@@ -22,6 +25,7 @@ int sds_model_work_alloc(sds_model_work *w, const sds_model *m, int64_t T) {
 
 void sds_model_work_free(sds_model_work *w) {
     if (w->arch == SDS_ARCH_OPT) sds_opt_work_free(&w->opt);
+    if (w->arch == SDS_ARCH_LLAMA) sds_llama_work_free(&w->llama);
     memset(w, 0, sizeof *w);
 }
 
@@ -31,8 +35,39 @@ double sds_model_window_nll(const sds_model *m, const int32_t *tokens, int64_t T
     switch (m->arch) {
     case SDS_ARCH_OPT:
         return sds_opt_window_nll(&m->opt, tokens, T, &w->opt);
+    case SDS_ARCH_LLAMA:
+        return sds_llama_window_nll(&m->llama, tokens, T, &w->llama);
     default:
         SDS_ASSERT(0);
         return 0.0;
+    }
+}
+
+void sds_model_forward_logits(const sds_model *m, const int32_t *ids, int64_t T, float *logits,
+                              sds_model_work *w) {
+    SDS_ASSERT(m->arch == w->arch);
+    switch (m->arch) {
+    case SDS_ARCH_OPT: {
+        const sds_opt_model *o = &m->opt;
+        SDS_ASSERT(T <= w->opt.T);
+        sds_opt_embed(o, ids, T, w->opt.x, &w->opt);
+        for (int64_t i = 0; i < m->cfg.n_layers; i++)
+            sds_opt_layer_forward(o, &o->layers[i], w->opt.x, T, &w->opt);
+        sds_opt_head_prepare(o, w->opt.x, T, w->opt.emb);
+        sds_opt_logits(o, w->opt.emb, T, logits);
+        break;
+    }
+    case SDS_ARCH_LLAMA: {
+        const sds_llama_model *l = &m->llama;
+        SDS_ASSERT(T <= w->llama.T);
+        sds_llama_embed(l, ids, T, w->llama.x);
+        for (int64_t i = 0; i < m->cfg.n_layers; i++)
+            sds_llama_layer_forward(l, &l->layers[i], w->llama.x, T, &w->llama);
+        sds_llama_head_prepare(l, w->llama.x, T, w->llama.x);
+        sds_llama_logits(l, w->llama.x, T, logits);
+        break;
+    }
+    default:
+        SDS_ASSERT(0);
     }
 }

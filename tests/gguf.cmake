@@ -15,3 +15,9 @@ foreach(check synthetic malformed real tokenizer)
                        ENVIRONMENT "${SDS_TEST_ENV};SDS_SMOLLM2_GGUF=${SDS_SMOLLM2_GGUF}"
                        TIMEOUT 120)
 endforeach()
+
+# The real model end to end: sds-mpi eval on the GGUF against transformers on the same weights.
+add_test(NAME smollm2_eval COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_smollm2.py)
+set_tests_properties(smollm2_eval PROPERTIES
+                     ENVIRONMENT "${SDS_TEST_ENV};SDS_SMOLLM2_GGUF=${SDS_SMOLLM2_GGUF}"
+                     PROCESSORS 2 TIMEOUT 600)

@@ -6,8 +6,11 @@ add_test(NAME fixtures_hf COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/hf_f
 set_tests_properties(fixtures_hf PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_SETUP hf)
 
 add_test(NAME opt_logits COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_logits.py
-         $<TARGET_FILE:model_logits>)
-set_tests_properties(opt_logits PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf)
+         $<TARGET_FILE:model_logits> opt)
+add_test(NAME llama_logits COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_logits.py
+         $<TARGET_FILE:model_logits> llama)
+set_tests_properties(opt_logits llama_logits PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}"
+                     FIXTURES_REQUIRED hf)
 
 add_test(NAME eval_perplexity COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_eval.py)
 set_tests_properties(eval_perplexity PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf

@@ -82,6 +82,20 @@ def main():
         rewrite(d, put_nan)
         case("NaN in a weight", d, text, INPUT, ["model.decoder.layers.2.self_attn.v_proj.weight", "NaN"])
 
+        llama = fx.make_llama("llama-gqa")
+        d = clone(llama, os.path.join(tmp, "rope-dynamic"))
+        cf = os.path.join(d, "config.json")
+        c = json.load(open(cf))
+        c["rope_scaling"] = {"rope_type": "dynamic", "factor": 2.0}
+        json.dump(c, open(cf, "w"))
+        case("unsupported rope_scaling type", d, text, INPUT,
+             ["config.json", "rope_scaling", "dynamic"])
+
+        d = clone(llama, os.path.join(tmp, "llama-missing"))
+        rewrite(d, lambda t: t.pop("model.layers.1.mlp.gate_proj.weight"))
+        case("Llama tensor missing", d, text, INPUT,
+             ["model.layers.1.mlp.gate_proj.weight", "missing"])
+
         empty = os.path.join(tmp, "empty.txt")
         open(empty, "w").close()
         case("empty text file", base, empty, INPUT, ["empty.txt", "empty"])
