@@ -6,6 +6,7 @@
 #include "sds_error.h"
 #include "text.h"
 
+#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -145,6 +146,10 @@ int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o_in) {
         printf("model %s: %s, %lld layers, hidden %lld, vocab %lld\n", o.model, m.cfg.model_type,
                (long long)m.cfg.n_layers, (long long)m.cfg.hidden_size,
                (long long)m.cfg.vocab_size);
+        const char *fixed = getenv("SDS_BLAS_CORETYPE_FIXED");
+        printf("blas OpenBLAS %s kernels%s, %d thread%s per rank\n", openblas_get_corename(),
+               fixed ? " (chosen by sds-mpi: OpenBLAS had fallen back to Prescott)" : "",
+               openblas_get_num_threads(), openblas_get_num_threads() > 1 ? "s" : "");
         printf("text %s: %lld tokens, %lld windows of %lld over %d rank%s\n", o.text,
                (long long)n_tokens, (long long)windows, (long long)o.seqlen, size,
                size > 1 ? "s" : "");

@@ -91,6 +91,7 @@ static int parse_eval(int argc, char **argv, sds_eval_opts *o) {
 }
 
 int main(int argc, char **argv) {
+    sds_runtime_blas_core_fix(argc, argv);
     MPI_Init(&argc, &argv);
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank;

@@ -3,8 +3,31 @@
 
 #include <cblas.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+void sds_runtime_blas_core_fix(int argc, char **argv) {
+    (void)argc;
+    const char *off = getenv("SDS_BLAS_CORETYPE_FIX");
+    if (getenv("OPENBLAS_CORETYPE") || (off && !strcmp(off, "0"))) return;
+    const char *core = openblas_get_corename();
+    if (!core || strcmp(core, "Prescott") != 0) return;
+    __builtin_cpu_init();
+    const char *want = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    if (!want) return;
+    // OpenBLAS picks its kernels when it is loaded: only a fresh image sees the variable.
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    setenv("SDS_BLAS_CORETYPE_FIXED", want, 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); // exec failed: carry on with the slow kernels
+}
 
 int sds_runtime_blas_threads(MPI_Comm comm) {
     const char *env = getenv("OPENBLAS_NUM_THREADS");
