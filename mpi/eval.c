@@ -89,23 +89,21 @@ static int write_json(const sds_eval_opts *o, int nranks, int64_t n_tokens, int6
     return SDS_OK;
 }
 
-int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o_in) {
+int sds_eval_model(MPI_Comm comm, const sds_model *mp, const sds_eval_opts *o_in) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     sds_eval_opts o = *o_in;
     const double t_start = sds_now();
 
-    sds_model m;
-    int rc = sds_agree(comm, sds_model_load(o.model, &m));
-    if (rc != SDS_OK) return rc;
+    const sds_model m = *mp; // a shallow copy: the caller owns and frees the model
+    int rc = SDS_OK;
     const int64_t max_pos = m.cfg.max_position_embeddings;
     if (o.seqlen == 0) o.seqlen = max_pos < 2048 ? max_pos : 2048;
     if (o.seqlen < 2 || o.seqlen > max_pos) {
         rc = sds_error_set(SDS_ERR_USAGE, "--seqlen %lld: must be in [2, %lld] for this model",
                            (long long)o.seqlen, (long long)max_pos);
         rc = sds_agree(comm, rc);
-        sds_model_free(&m);
         return rc;
     }
 
@@ -123,7 +121,6 @@ int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o_in) {
     rc = sds_agree(comm, rc);
     if (rc != SDS_OK) {
         free(ids);
-        sds_model_free(&m);
         return rc;
     }
     MPI_Bcast(&n_tokens, 1, MPI_INT64_T, 0, comm);
@@ -131,7 +128,6 @@ int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o_in) {
     rc = sds_agree(comm, ids ? SDS_OK : SDS_ERR_IO);
     if (rc != SDS_OK) {
         free(ids);
-        sds_model_free(&m);
         return rc;
     }
     // ids travel in pieces: MPI counts are int
@@ -160,7 +156,6 @@ int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o_in) {
     rc = sds_agree(comm, sds_model_work_alloc(&w, &m, o.seqlen));
     if (rc != SDS_OK) {
         free(ids);
-        sds_model_free(&m);
         return rc;
     }
     // Window i goes to rank i % size; each window's NLL lands in its own slot so the sum is
@@ -204,6 +199,14 @@ int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o_in) {
     free(nll_all);
     free(ids);
     sds_model_work_free(&w);
+    return rc;
+}
+
+int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o) {
+    sds_model m;
+    int rc = sds_agree(comm, sds_model_load(o->model, &m));
+    if (rc != SDS_OK) return rc;
+    rc = sds_eval_model(comm, &m, o);
     sds_model_free(&m);
     return rc;
 }

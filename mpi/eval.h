@@ -1,5 +1,7 @@
 // sds-mpi eval: perplexity of a model on a text (SPEC 2.7), windows spread over the ranks.
 #pragma once
+#include "model.h"
+
 #include <mpi.h>
 #include <stdint.h>
 
@@ -12,6 +14,10 @@ typedef struct {
     int64_t max_windows;   // 0 = all
 } sds_eval_opts;
 
-// (collective) Returns the agreed status; rank 0 prints progress to stderr and the result to
-// stdout, ending with "perplexity <value>".
+// (collective) Evaluates an already loaded model (identical on every rank; the caller keeps
+// ownership). o->model names it in the output and selects its tokenizer.
+int sds_eval_model(MPI_Comm comm, const sds_model *m, const sds_eval_opts *o);
+
+// (collective) Loads o->model, then as sds_eval_model. Returns the agreed status; rank 0 prints
+// progress to stderr and the result to stdout, ending with "perplexity <value>".
 int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o);

@@ -2,6 +2,7 @@
 // at a time. Shapes: C = hidden_size, F = intermediate_size, NH = heads, NKV = key/value heads,
 // HD = head_dim, Q = NH*HD, KV = NKV*HD, V = vocab_size, T = tokens.
 #pragma once
+#include "capture.h"
 #include "model_config.h"
 
 #include <stddef.h>
@@ -68,6 +69,7 @@ typedef struct {
     float *scores;              // attention scratch
     float *rope_cos, *rope_sin; // (T,HD/2) for positions 0..T-1
     float *logits;              // (chunk,V)
+    const sds_capture *capture; // NULL, or sees every linear sublayer's input
 } sds_llama_work;
 
 int sds_llama_work_alloc(sds_llama_work *w, const sds_model_config *cfg, int64_t T);

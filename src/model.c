@@ -71,3 +71,51 @@ void sds_model_forward_logits(const sds_model *m, const int32_t *ids, int64_t T,
         SDS_ASSERT(0);
     }
 }
+
+int32_t sds_model_n_linear(const sds_model *m) {
+    return m->arch == SDS_ARCH_OPT ? SDS_OPT_N_LINEAR : SDS_LLAMA_N_LINEAR;
+}
+
+sds_linear_ref sds_model_linear(sds_model *m, int64_t layer, int32_t i) {
+    sds_linear_ref r;
+    SDS_ASSERT(layer >= 0 && layer < m->cfg.n_layers && i >= 0 && i < sds_model_n_linear(m));
+    if (m->arch == SDS_ARCH_OPT) {
+        static const int32_t group[SDS_OPT_N_LINEAR] = {0, 0, 0, 1, 2, 3};
+        r.w = sds_opt_linear_weight(&m->opt.layers[layer], (sds_opt_linear)i, &r.rows, &r.cols,
+                                    &m->cfg);
+        r.group = group[i];
+        r.name = sds_opt_linear_name((sds_opt_linear)i);
+    } else {
+        static const int32_t group[SDS_LLAMA_N_LINEAR] = {0, 0, 0, 1, 2, 2, 3};
+        r.w = sds_llama_linear_weight(&m->llama.layers[layer], (sds_llama_linear)i, &r.rows,
+                                      &r.cols, &m->cfg);
+        r.group = group[i];
+        r.name = sds_llama_linear_name((sds_llama_linear)i);
+    }
+    return r;
+}
+
+int64_t sds_model_width(const sds_model *m) {
+    return m->cfg.hidden_size;
+}
+
+void sds_model_embed(const sds_model *m, const int32_t *tokens, int64_t T, float *x,
+                     sds_model_work *w) {
+    if (m->arch == SDS_ARCH_OPT)
+        sds_opt_embed(&m->opt, tokens, T, x, &w->opt);
+    else
+        sds_llama_embed(&m->llama, tokens, T, x);
+}
+
+void sds_model_layer_forward(const sds_model *m, int64_t layer, float *x, int64_t T,
+                             sds_model_work *w) {
+    if (m->arch == SDS_ARCH_OPT)
+        sds_opt_layer_forward(&m->opt, &m->opt.layers[layer], x, T, &w->opt);
+    else
+        sds_llama_layer_forward(&m->llama, &m->llama.layers[layer], x, T, &w->llama);
+}
+
+void sds_model_work_set_capture(sds_model_work *w, const sds_capture *c) {
+    w->opt.capture = c;
+    w->llama.capture = c;
+}

@@ -27,3 +27,28 @@ double sds_model_window_nll(const sds_model *m, const int32_t *tokens, int64_t T
 // logits (T,V) of one sequence ids (T), T <= the work's T.
 void sds_model_forward_logits(const sds_model *m, const int32_t *ids, int64_t T, float *logits,
                               sds_model_work *w);
+
+// ---- layer by layer (pruning) ----
+
+// A linear sublayer of a decoder layer: its weight (rows = out_features, cols = in_features,
+// row-major), the input group it reads (see capture.h) and its Hugging Face name suffix.
+typedef struct {
+    float *w;
+    int64_t rows, cols;
+    int32_t group;
+    const char *name; // "self_attn.q_proj", "fc1", "mlp.down_proj", ...
+} sds_linear_ref;
+
+// Linear sublayers per decoder layer (OPT 6, Llama 7), in the order pruning visits them.
+int32_t sds_model_n_linear(const sds_model *m);
+sds_linear_ref sds_model_linear(sds_model *m, int64_t layer, int32_t i);
+// Width of the residual stream (C).
+int64_t sds_model_width(const sds_model *m);
+// x (T,C) = input of layer 0 for tokens (T).
+void sds_model_embed(const sds_model *m, const int32_t *tokens, int64_t T, float *x,
+                     sds_model_work *w);
+// x (T,C) = decoder layer `layer` applied to x, in place; with w's capture (if set) called for
+// every input group.
+void sds_model_layer_forward(const sds_model *m, int64_t layer, float *x, int64_t T,
+                             sds_model_work *w);
+void sds_model_work_set_capture(sds_model_work *w, const sds_capture *c);

@@ -1,6 +1,7 @@
 // OPT decoder (Hugging Face OPTForCausalLM semantics), fp32, one sequence at a time.
 // Shapes: C = hidden_size, F = ffn_dim, E = word_embed_proj_dim, V = vocab_size, T = tokens.
 #pragma once
+#include "capture.h"
 #include "model_config.h"
 
 #include <stddef.h>
@@ -53,13 +54,14 @@ const char *sds_opt_linear_name(sds_opt_linear which); // "self_attn.q_proj", ..
 // Scratch for one sequence of up to T tokens.
 typedef struct {
     int64_t T;
-    float *x;               // (T,C) residual stream
-    float *h;               // (T,C) normed input
-    float *q, *k, *v, *att; // (T,C)
-    float *ff;              // (T,F)
-    float *scores;          // attention scratch
-    float *emb;             // (T,E)
-    float *logits;          // (chunk,V)
+    float *x;                   // (T,C) residual stream
+    float *h;                   // (T,C) normed input
+    float *q, *k, *v, *att;     // (T,C)
+    float *ff;                  // (T,F)
+    float *scores;              // attention scratch
+    float *emb;                 // (T,E)
+    float *logits;              // (chunk,V)
+    const sds_capture *capture; // NULL, or sees every linear sublayer's input
 } sds_opt_work;
 
 int sds_opt_work_alloc(sds_opt_work *w, const sds_model_config *cfg, int64_t T);
