@@ -1,0 +1,11 @@
+# One-shot pruning numerics (pattern, Hessian, magnitude, Wanda, SparseGPT) against the public
+# reference pruners' outputs in shared/golden; and the kernel benchmark (not a test).
+find_package(Threads REQUIRED)
+add_executable(test_prune_golden ${CMAKE_CURRENT_SOURCE_DIR}/test_prune_golden.c)
+target_link_libraries(test_prune_golden PRIVATE sds_io Threads::Threads)
+add_test(NAME prune_golden COMMAND test_prune_golden ${SDS_SHARED}/golden)
+set_tests_properties(prune_golden PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" TIMEOUT 300)
+
+# Benchmark (bench/bench_prune_kernels.py runs it beside PyTorch): built, not a test.
+add_executable(bench_prune_kernels ${PROJECT_SOURCE_DIR}/bench/bench_prune_kernels.c)
+target_link_libraries(bench_prune_kernels PRIVATE sds_mpi)
