@@ -4,7 +4,7 @@
 #include "model_load.h"
 #include "runtime.h"
 #include "sds_error.h"
-#include "text.h"
+#include "text_ids.h"
 
 #include <cblas.h>
 #include <jansson.h>
@@ -13,55 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-// Rank 0: text -> ids with the model's BOS, checked against the vocabulary.
-static int tokenize_text(const sds_eval_opts *o, const sds_model *m, int32_t **ids_out,
-                         int64_t *n_out) {
-    sds_tokenizer *tok = NULL;
-    int32_t bos = -1;
-    SDS_TRY(sds_model_tokenizer(o->model, o->tokenizer, m, &tok, &bos));
-    char *text = NULL;
-    size_t len = 0;
-    int rc = sds_text_read(o->text, &text, &len);
-    int32_t *raw = NULL;
-    int64_t n = 0;
-    if (rc == SDS_OK) {
-        rc = sds_tokenizer_encode(tok, text, len, &raw, &n);
-        if (rc != SDS_OK) {
-            // the tokenizer reports the offset; the file name makes it actionable
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", sds_error_message());
-            sds_error_clear();
-            rc = sds_error_set(rc, "%s: %s", o->text, msg);
-        }
-    }
-    free(text);
-    sds_tokenizer_free(tok);
-    if (rc != SDS_OK) return rc;
-    int64_t total = n + (bos >= 0 ? 1 : 0);
-    int32_t *ids = sds_malloc((size_t)(total ? total : 1) * sizeof(int32_t), "token ids");
-    if (!ids) {
-        free(raw);
-        return SDS_ERR_IO;
-    }
-    int64_t k = 0;
-    if (bos >= 0) ids[k++] = bos;
-    for (int64_t i = 0; i < n; i++) ids[k++] = raw[i];
-    free(raw);
-    for (int64_t i = 0; i < total; i++) {
-        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size) {
-            const int32_t bad = ids[i];
-            free(ids);
-            return sds_error_set(SDS_ERR_INPUT,
-                                 "%s: token id %d is outside the model's vocabulary (%lld): the "
-                                 "tokenizer does not match the model",
-                                 o->text, bad, (long long)m->cfg.vocab_size);
-        }
-    }
-    *ids_out = ids;
-    *n_out = total;
-    return SDS_OK;
-}
 
 static int write_json(const sds_eval_opts *o, int nranks, int64_t n_tokens, int64_t windows,
                       double ppl, double mean_nll, double seconds) {
@@ -111,7 +62,7 @@ int sds_eval_model(MPI_Comm comm, const sds_model *mp, const sds_eval_opts *o_in
     int64_t n_tokens = 0;
     rc = SDS_OK;
     if (rank == 0) {
-        rc = tokenize_text(&o, &m, &ids, &n_tokens);
+        rc = sds_text_token_ids(o.text, o.model, o.tokenizer, &m, &ids, &n_tokens);
         if (rc == SDS_OK && n_tokens < o.seqlen) {
             rc = sds_error_set(SDS_ERR_INPUT,
                                "%s: %lld tokens, fewer than one window of --seqlen %lld", o.text,
@@ -190,10 +141,12 @@ int sds_eval_model(MPI_Comm comm, const sds_model *mp, const sds_eval_opts *o_in
             printf("evaluated %lld tokens in %.2fs (%.1f tok/s)\n", (long long)(windows * o.seqlen),
                    secs, (double)(windows * o.seqlen) / (sds_now() - t0));
             printf("perplexity %.10g\n", ppl);
+            if (o.result) *o.result = ppl;
             fflush(stdout);
             if (o.json) rc = write_json(&o, size, n_tokens, windows, ppl, mean, secs);
         }
         rc = sds_agree(comm, rc);
+        if (o.result) MPI_Bcast(o.result, 1, MPI_DOUBLE, 0, comm);
     }
     free(nll);
     free(nll_all);

@@ -12,6 +12,7 @@ typedef struct {
     const char *json;      // write the result here too, NULL = no
     int64_t seqlen;        // window length; 0 = min(2048, max_position_embeddings)
     int64_t max_windows;   // 0 = all
+    double *result;        // NULL, or receives the perplexity (every rank)
 } sds_eval_opts;
 
 // (collective) Evaluates an already loaded model (identical on every rank; the caller keeps

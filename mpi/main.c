@@ -1,6 +1,7 @@
 // sds-mpi: the command-line entry point. Every rank parses the same options; rank 0 speaks.
 #include "agree.h"
 #include "eval.h"
+#include "prune.h"
 #include "runtime.h"
 #include "sds_error.h"
 
@@ -16,6 +17,7 @@ static const char *usage_text =
     "\n"
     "commands:\n"
     "  eval     perplexity of a model on a text\n"
+    "  prune    one-shot pruning (magnitude, Wanda, SparseGPT) of every decoder layer\n"
     "\n"
     "sds-mpi eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--tokenizer DIR]\n"
     "             [--json FILE]\n"
@@ -25,6 +27,24 @@ static const char *usage_text =
     "  --max-windows K    evaluate only the first K windows (default: all)\n"
     "  --tokenizer DIR    tokenizer files (default: the model directory)\n"
     "  --json FILE        also write the result and settings as JSON\n"
+    "\n"
+    "sds-mpi prune --model M --calib FILE --method magnitude|wanda|sparsegpt\n"
+    "              --sparsity 0.5|0.7|2:4|4:8 --out FILE.h5 [--nsamples 128] [--seqlen N]\n"
+    "              [--seed 0] [--blocksize 128] [--percdamp 0.01] [--eval FILE]\n"
+    "              [--eval-max-windows K] [--tokenizer DIR] [--json FILE]\n"
+    "  --model M          as for eval\n"
+    "  --calib FILE       calibration text; windows drawn with SplitMix64(--seed)\n"
+    "  --method NAME      magnitude, wanda or sparsegpt\n"
+    "  --sparsity S       unstructured fraction (0 < S < 1) or N:M (N zeros in every M)\n"
+    "  --out FILE.h5      pruned weights, masks and statistics (HDF5, written atomically)\n"
+    "  --nsamples N       calibration windows (default 128)\n"
+    "  --seqlen N         tokens per window (default: min(2048, max positions))\n"
+    "  --seed N           calibration window generator seed (default 0)\n"
+    "  --blocksize B      SparseGPT column block (default 128)\n"
+    "  --percdamp D       SparseGPT damping relative to mean(diag H) (default 0.01)\n"
+    "  --eval FILE        evaluate dense and pruned perplexity on FILE\n"
+    "  --eval-max-windows K  evaluate only the first K windows\n"
+    "  --json FILE        also write a JSON summary\n"
     "\n"
     "exit codes: 0 ok, 1 internal error, 2 usage, 3 input data, 4 numerical failure, 5 I/O,\n"
     "            75 checkpointed (resubmit with --resume)\n";
@@ -90,6 +110,128 @@ static int parse_eval(int argc, char **argv, sds_eval_opts *o) {
     return SDS_OK;
 }
 
+static int parse_double(const char *opt, const char *arg, double lo, double hi, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || !end || *end || end == arg || !(v > lo && v < hi))
+        return sds_error_set(SDS_ERR_USAGE, "option %s: \"%s\" is not a number in (%g, %g)", opt,
+                             arg, lo, hi);
+    *out = v;
+    return SDS_OK;
+}
+
+static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->nsamples = 128;
+    o->blocksize = 128;
+    o->percdamp = 0.01;
+    const char *method = NULL;
+    enum {
+        O_MODEL = 256,
+        O_CALIB,
+        O_METHOD,
+        O_SPARSITY,
+        O_OUT,
+        O_NSAMPLES,
+        O_SEQLEN,
+        O_SEED,
+        O_BLOCK,
+        O_DAMP,
+        O_EVAL,
+        O_EVALW,
+        O_TOK,
+        O_JSON
+    };
+    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
+                                         {"calib", required_argument, 0, O_CALIB},
+                                         {"method", required_argument, 0, O_METHOD},
+                                         {"sparsity", required_argument, 0, O_SPARSITY},
+                                         {"out", required_argument, 0, O_OUT},
+                                         {"nsamples", required_argument, 0, O_NSAMPLES},
+                                         {"seqlen", required_argument, 0, O_SEQLEN},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"blocksize", required_argument, 0, O_BLOCK},
+                                         {"percdamp", required_argument, 0, O_DAMP},
+                                         {"eval", required_argument, 0, O_EVAL},
+                                         {"eval-max-windows", required_argument, 0, O_EVALW},
+                                         {"tokenizer", required_argument, 0, O_TOK},
+                                         {"json", required_argument, 0, O_JSON},
+                                         {0, 0, 0, 0}};
+    opterr = 0;
+    optind = 1;
+    int c;
+    int64_t v;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL:
+            o->model = optarg;
+            break;
+        case O_CALIB:
+            o->calib = optarg;
+            break;
+        case O_METHOD:
+            method = optarg;
+            break;
+        case O_SPARSITY:
+            o->sparsity_text = optarg;
+            SDS_TRY(sds_pattern_parse(optarg, &o->pattern));
+            break;
+        case O_OUT:
+            o->out = optarg;
+            break;
+        case O_NSAMPLES:
+            SDS_TRY(parse_int("--nsamples", optarg, 1, &o->nsamples));
+            break;
+        case O_SEQLEN:
+            SDS_TRY(parse_int("--seqlen", optarg, 2, &o->seqlen));
+            break;
+        case O_SEED:
+            SDS_TRY(parse_int("--seed", optarg, 0, &v));
+            o->seed = (uint64_t)v;
+            break;
+        case O_BLOCK:
+            SDS_TRY(parse_int("--blocksize", optarg, 1, &o->blocksize));
+            break;
+        case O_DAMP:
+            SDS_TRY(parse_double("--percdamp", optarg, 0.0, 1e6, &o->percdamp));
+            break;
+        case O_EVAL:
+            o->eval = optarg;
+            break;
+        case O_EVALW:
+            SDS_TRY(parse_int("--eval-max-windows", optarg, 1, &o->eval_max_windows));
+            break;
+        case O_TOK:
+            o->tokenizer = optarg;
+            break;
+        case O_JSON:
+            o->json = optarg;
+            break;
+        default:
+            return unknown_option(argv, optind);
+        }
+    }
+    if (optind < argc)
+        return sds_error_set(SDS_ERR_USAGE, "unexpected argument '%s'", argv[optind]);
+    if (!o->model) return sds_error_set(SDS_ERR_USAGE, "prune: --model is required");
+    if (!o->calib) return sds_error_set(SDS_ERR_USAGE, "prune: --calib is required");
+    if (!o->out) return sds_error_set(SDS_ERR_USAGE, "prune: --out is required");
+    if (!o->sparsity_text) return sds_error_set(SDS_ERR_USAGE, "prune: --sparsity is required");
+    if (!method) return sds_error_set(SDS_ERR_USAGE, "prune: --method is required");
+    if (!strcmp(method, "magnitude"))
+        o->method = SDS_METHOD_MAGNITUDE;
+    else if (!strcmp(method, "wanda"))
+        o->method = SDS_METHOD_WANDA;
+    else if (!strcmp(method, "sparsegpt"))
+        o->method = SDS_METHOD_SPARSEGPT;
+    else
+        return sds_error_set(SDS_ERR_USAGE,
+                             "option --method: \"%s\" is not one of magnitude, wanda, sparsegpt",
+                             method);
+    return SDS_OK;
+}
+
 int main(int argc, char **argv) {
     sds_runtime_blas_core_fix(argc, argv);
     MPI_Init(&argc, &argv);
@@ -110,6 +252,13 @@ int main(int argc, char **argv) {
         if (rc == SDS_OK) {
             sds_runtime_blas_threads(comm);
             rc = sds_eval_run(comm, &o);
+        }
+    } else if (!strcmp(argv[1], "prune")) {
+        sds_prune_opts o;
+        rc = sds_agree(comm, parse_prune(argc - 1, argv + 1, &o));
+        if (rc == SDS_OK) {
+            sds_runtime_blas_threads(comm);
+            rc = sds_prune_run(comm, &o);
         }
     } else {
         sds_error_set(SDS_ERR_USAGE, "unknown command '%s' (see sds-mpi --help)", argv[1]);

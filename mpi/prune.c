@@ -1,0 +1,448 @@
+#include "prune.h"
+
+#include "agree.h"
+#include "calib.h"
+#include "eval.h"
+#include "h5out.h"
+#include "hessian.h"
+#include "magnitude.h"
+#include "model_load.h"
+#include "runtime.h"
+#include "sds_error.h"
+#include "sparsegpt.h"
+#include "text_ids.h"
+#include "wanda.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *sds_method_name(sds_method m) {
+    switch (m) {
+    case SDS_METHOD_MAGNITUDE:
+        return "magnitude";
+    case SDS_METHOD_WANDA:
+        return "wanda";
+    case SDS_METHOD_SPARSEGPT:
+        return "sparsegpt";
+    default:
+        return "?";
+    }
+}
+
+// Per-sublayer figures for the progress lines, the final table and the JSON summary.
+typedef struct {
+    sds_h5out_stats st;
+    char name[96]; // Hugging Face module name, e.g. model.layers.3.mlp.down_proj
+} sublayer_report;
+
+// The capture hook: every input a sublayer group sees goes into that group's statistics.
+typedef struct {
+    sds_hessian *h; // SDS_CAPTURE_GROUPS entries
+    int rc;
+} capture_ctx;
+
+static void capture_add(void *ctx, int32_t group, const float *x, int64_t T, int64_t cols) {
+    capture_ctx *c = ctx;
+    SDS_ASSERT(group >= 0 && group < SDS_CAPTURE_GROUPS && c->h[group].cols == cols);
+    if (c->rc == SDS_OK) c->rc = sds_hessian_add(&c->h[group], x, 1, T);
+}
+
+// 64-bit FNV-1a, for the fingerprint of model, calibration and options.
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void module_name(const sds_model *m, int64_t layer, const char *sub, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s.layers.%lld.%s", m->arch == SDS_ARCH_OPT ? "model.decoder" : "model",
+             (long long)layer, sub);
+}
+
+static json_t *options_json(const sds_prune_opts *o, int nranks) {
+    json_t *j = json_object();
+    json_object_set_new(j, "model", json_string(o->model));
+    json_object_set_new(j, "calib", json_string(o->calib));
+    json_object_set_new(j, "method", json_string(sds_method_name(o->method)));
+    json_object_set_new(j, "sparsity", json_string(o->sparsity_text));
+    json_object_set_new(j, "nsamples", json_integer(o->nsamples));
+    json_object_set_new(j, "seqlen", json_integer(o->seqlen));
+    json_object_set_new(j, "seed", json_integer((json_int_t)o->seed));
+    json_object_set_new(j, "blocksize", json_integer(o->blocksize));
+    json_object_set_new(j, "percdamp", json_real(o->percdamp));
+    json_object_set_new(j, "ranks", json_integer(nranks));
+    return j;
+}
+
+// Rank 0: the calibration windows as one (nsamples, seqlen) array of ids.
+static int calibration_tokens(const sds_prune_opts *o, const sds_model *m, int32_t *samples) {
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    SDS_TRY(sds_text_token_ids(o->calib, o->model, o->tokenizer, m, &ids, &n));
+    if (n < o->seqlen) {
+        free(ids);
+        return sds_error_set(SDS_ERR_INPUT,
+                             "%s: %lld tokens, fewer than one calibration window of --seqlen "
+                             "%lld",
+                             o->calib, (long long)n, (long long)o->seqlen);
+    }
+    int64_t *starts = sds_malloc((size_t)o->nsamples * sizeof(int64_t), "calibration windows");
+    if (!starts) {
+        free(ids);
+        return SDS_ERR_IO;
+    }
+    sds_calib_starts(n, o->nsamples, o->seqlen, o->seed, starts);
+    for (int64_t s = 0; s < o->nsamples; s++)
+        memcpy(samples + s * o->seqlen, ids + starts[s], (size_t)o->seqlen * sizeof(int32_t));
+    free(starts);
+    free(ids);
+    return SDS_OK;
+}
+
+// Owner rank: prunes one sublayer in place with the group's statistics; fills st and mask.
+static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
+                          uint8_t *mask, sds_h5out_stats *st) {
+    const size_t numel = (size_t)(r.rows * r.cols);
+    float *dense = sds_malloc(numel * sizeof(float), "dense weights");
+    if (!dense) return SDS_ERR_IO;
+    memcpy(dense, r.w, numel * sizeof(float));
+    int rc = SDS_OK;
+    st->damping = 0.0;
+    switch (o->method) {
+    case SDS_METHOD_MAGNITUDE:
+        rc = sds_magnitude_prune(r.w, r.rows, r.rows, r.cols, o->pattern, NULL, NULL, mask);
+        break;
+    case SDS_METHOD_WANDA:
+        rc = sds_wanda_prune(r.w, r.rows, r.cols, h->wanda, o->pattern, mask);
+        break;
+    case SDS_METHOD_SPARSEGPT: {
+        // preparation turns its H into U, and q/k/v share one H: work on a copy
+        float *U = sds_malloc((size_t)(r.cols * r.cols) * sizeof(float), "SparseGPT factor");
+        if (!U) {
+            rc = SDS_ERR_IO;
+            break;
+        }
+        memcpy(U, h->H, (size_t)(r.cols * r.cols) * sizeof(float));
+        sds_sparsegpt_info info;
+        rc = sds_sparsegpt_prepare(U, r.cols, r.w, r.rows, o->percdamp, SDS_SPARSEGPT_MAX_TRIES,
+                                   &info);
+        if (rc == SDS_OK) {
+            sds_sparsegpt_local loc = {U, r.cols};
+            rc = sds_sparsegpt_sweep(r.w, r.rows, r.rows, r.cols, o->pattern, o->blocksize,
+                                     sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &loc,
+                                     mask);
+            st->damping = info.percdamp;
+        }
+        free(U);
+        break;
+    }
+    }
+    double err = 0.0;
+    if (rc == SDS_OK) rc = sds_hessian_recon_error(h->H, r.cols, dense, r.w, r.rows, &err);
+    free(dense);
+    if (rc != SDS_OK) return rc;
+    size_t zeros = 0;
+    for (size_t i = 0; i < numel; i++) zeros += r.w[i] == 0.0f;
+    st->sparsity = (double)zeros / (double)numel;
+    st->rel_err_first = err;
+    st->rel_err_final = err;
+    return SDS_OK;
+}
+
+static int write_summary(const sds_prune_opts *o, int nranks, const sublayer_report *rep,
+                         int64_t n_rep, double seconds, double ppl_dense, double ppl_pruned) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", o->json, (int)getpid());
+    json_t *root = json_object();
+    json_object_set_new(root, "command", json_string("prune"));
+    json_object_set_new(root, "options", options_json(o, nranks));
+    json_object_set_new(root, "output", json_string(o->out));
+    json_t *subs = json_array();
+    for (int64_t i = 0; i < n_rep; i++) {
+        json_t *s = json_object();
+        json_object_set_new(s, "name", json_string(rep[i].name));
+        json_object_set_new(s, "layer", json_integer(rep[i].st.layer));
+        json_object_set_new(s, "sparsity", json_real(rep[i].st.sparsity));
+        json_object_set_new(s, "rel_err", json_real(rep[i].st.rel_err_final));
+        json_object_set_new(s, "damping", json_real(rep[i].st.damping));
+        json_object_set_new(s, "seconds", json_real(rep[i].st.seconds));
+        json_array_append_new(subs, s);
+    }
+    json_object_set_new(root, "sublayers", subs);
+    json_object_set_new(root, "seconds", json_real(seconds));
+    if (o->eval) {
+        json_object_set_new(root, "eval_text", json_string(o->eval));
+        json_object_set_new(root, "perplexity_dense", json_real(ppl_dense));
+        json_object_set_new(root, "perplexity_pruned", json_real(ppl_pruned));
+    }
+    int bad = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    json_decref(root);
+    if (bad != 0 || rename(tmp, o->json) != 0) {
+        unlink(tmp);
+        return sds_error_set(SDS_ERR_IO, "%s: cannot write the JSON summary", o->json);
+    }
+    return SDS_OK;
+}
+
+static int run_eval(MPI_Comm comm, const sds_prune_opts *o, const sds_model *m, double *ppl) {
+    sds_eval_opts e;
+    memset(&e, 0, sizeof e);
+    e.model = o->model;
+    e.text = o->eval;
+    e.tokenizer = o->tokenizer;
+    e.seqlen = o->seqlen;
+    e.max_windows = o->eval_max_windows;
+    e.result = ppl;
+    return sds_eval_model(comm, m, &e);
+}
+
+int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    sds_prune_opts o = *o_in;
+    const double t_start = sds_now();
+
+    sds_model m;
+    int rc = sds_agree(comm, sds_model_load(o.model, &m));
+    if (rc != SDS_OK) return rc;
+    const int64_t max_pos = m.cfg.max_position_embeddings;
+    if (o.seqlen == 0) o.seqlen = max_pos < 2048 ? max_pos : 2048;
+    rc = SDS_OK;
+    if (o.seqlen < 2 || o.seqlen > max_pos)
+        rc = sds_error_set(SDS_ERR_USAGE, "--seqlen %lld: must be in [2, %lld] for this model",
+                           (long long)o.seqlen, (long long)max_pos);
+    for (int64_t l = 0; rc == SDS_OK && l < m.cfg.n_layers; l++)
+        for (int32_t i = 0; rc == SDS_OK && i < sds_model_n_linear(&m); i++) {
+            sds_linear_ref r = sds_model_linear(&m, l, i);
+            char nm[96];
+            module_name(&m, l, r.name, nm, sizeof nm);
+            rc = sds_pattern_check(o.pattern, r.rows, r.cols, nm);
+            if (rc == SDS_OK && o.method == SDS_METHOD_SPARSEGPT &&
+                o.pattern.kind == SDS_PATTERN_NM && o.blocksize % o.pattern.m != 0)
+                rc = sds_error_set(SDS_ERR_USAGE,
+                                   "--blocksize %lld is not a multiple of %d (--sparsity %s)",
+                                   (long long)o.blocksize, o.pattern.m, o.sparsity_text);
+        }
+    rc = sds_agree(comm, rc);
+    if (rc != SDS_OK) {
+        sds_model_free(&m);
+        return rc;
+    }
+
+    // Calibration windows: drawn on rank 0, sent to all; rank r keeps [lo, hi).
+    const int64_t T = o.seqlen, C = sds_model_width(&m), L = m.cfg.n_layers;
+    int32_t *samples = sds_malloc((size_t)(o.nsamples * T) * sizeof(int32_t), "calibration");
+    rc = samples ? SDS_OK : SDS_ERR_IO;
+    if (rc == SDS_OK && rank == 0) rc = calibration_tokens(&o, &m, samples);
+    rc = sds_agree(comm, rc);
+    if (rc != SDS_OK) {
+        free(samples);
+        sds_model_free(&m);
+        return rc;
+    }
+    MPI_Bcast(samples, (int)(o.nsamples * T), MPI_INT32_T, 0, comm);
+    const int64_t lo = o.nsamples * rank / size, hi = o.nsamples * (rank + 1) / size;
+    const int64_t n_local = hi - lo;
+
+    uint64_t fp = 0xcbf29ce484222325ull;
+    json_t *opts = options_json(&o, size);
+    char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(opts);
+    fp = fnv1a(fp, opts_text, strlen(opts_text));
+    fp = fnv1a(fp, samples, (size_t)(o.nsamples * T) * sizeof(int32_t));
+
+    double ppl_dense = 0.0, ppl_pruned = 0.0;
+    if (o.eval) {
+        if (rank == 0) printf("== dense model\n");
+        rc = run_eval(comm, &o, &m, &ppl_dense);
+        if (rc != SDS_OK) goto out_early;
+    }
+
+    sds_model_work w;
+    float *inps = sds_malloc((size_t)((n_local ? n_local : 1) * T * C) * sizeof(float),
+                             "calibration activations");
+    float *x = sds_malloc((size_t)(T * C) * sizeof(float), "activations");
+    rc = sds_model_work_alloc(&w, &m, T);
+    if (rc == SDS_OK && (!inps || !x)) rc = SDS_ERR_IO;
+    rc = sds_agree(comm, rc);
+    if (rc != SDS_OK) {
+        free(inps);
+        free(x);
+        goto out_early;
+    }
+    for (int64_t s = 0; s < n_local; s++)
+        sds_model_embed(&m, samples + (lo + s) * T, T, inps + s * T * C, &w);
+
+    sds_h5out *h5 = NULL;
+    rc = sds_h5out_create(comm, o.out, &h5);
+    const int32_t n_lin = sds_model_n_linear(&m);
+    sublayer_report *rep = sds_calloc((size_t)(L * n_lin), sizeof *rep, "report");
+    if (rc == SDS_OK && !rep) rc = SDS_ERR_IO;
+    rc = sds_agree(comm, rc);
+    if (rc != SDS_OK) {
+        if (h5) sds_h5out_close(h5, 0);
+        free(rep);
+        free(inps);
+        free(x);
+        sds_model_work_free(&w);
+        goto out_early;
+    }
+    if (rank == 0) {
+        char pat[32];
+        sds_pattern_format(o.pattern, pat, sizeof pat);
+        printf("prune %s: %s at %s, %lld x %lld calibration tokens over %d rank%s\n", o.model,
+               sds_method_name(o.method), pat, (long long)o.nsamples, (long long)T, size,
+               size > 1 ? "s" : "");
+        printf("%5s  %-22s %-10s %-7s %9s %11s %9s %8s\n", "layer", "sublayer", "method", "pattern",
+               "sparsity", "rel.error", "damping", "seconds");
+        fflush(stdout);
+    }
+
+    const double t_layers = sds_now();
+    for (int64_t l = 0; l < L && rc == SDS_OK; l++) {
+        // 1. statistics of the dense layer on the pruned model's activations
+        sds_hessian h[SDS_CAPTURE_GROUPS];
+        memset(h, 0, sizeof h);
+        int32_t flags = SDS_HESSIAN_GRAM | (o.method == SDS_METHOD_WANDA ? SDS_HESSIAN_WANDA : 0);
+        for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+            sds_linear_ref r = sds_model_linear(&m, l, i);
+            if (h[r.group].cols == 0) rc = sds_hessian_init(&h[r.group], r.cols, flags);
+        }
+        capture_ctx cc = {h, rc};
+        sds_capture cap = {capture_add, &cc};
+        sds_model_work_set_capture(&w, &cap);
+        for (int64_t s = 0; s < n_local && cc.rc == SDS_OK; s++) {
+            memcpy(x, inps + s * T * C, (size_t)(T * C) * sizeof(float));
+            sds_model_layer_forward(&m, l, x, T, &w);
+        }
+        sds_model_work_set_capture(&w, NULL);
+        rc = sds_agree(comm, cc.rc);
+        for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && rc == SDS_OK; g++) {
+            if (h[g].cols == 0) continue;
+            // sums over every rank's sequences (upper triangle of X^T X, sum of squares)
+            MPI_Allreduce(MPI_IN_PLACE, h[g].H, (int)(h[g].cols * h[g].cols), MPI_FLOAT, MPI_SUM,
+                          comm);
+            if (h[g].sq)
+                MPI_Allreduce(MPI_IN_PLACE, h[g].sq, (int)h[g].cols, MPI_DOUBLE, MPI_SUM, comm);
+            h[g].nseq = o.nsamples;
+            rc = sds_agree(comm, sds_hessian_finish(&h[g]));
+        }
+        if (rank == 0)
+            for (int32_t i = 0; i < n_lin; i++) {
+                sds_linear_ref r = sds_model_linear(&m, l, i);
+                fp = fnv1a(fp, r.w, (size_t)(r.rows * r.cols) * sizeof(float));
+            }
+
+        // 2. prune every sublayer: sublayer i on rank i % size, then everyone gets the result
+        for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+            sds_linear_ref r = sds_model_linear(&m, l, i);
+            const int owner = i % size;
+            sublayer_report *rp = &rep[l * n_lin + i];
+            module_name(&m, l, r.name, rp->name, sizeof rp->name);
+            rp->st.layer = (int32_t)l;
+            snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o.method));
+            sds_pattern_format(o.pattern, rp->st.pattern, sizeof rp->st.pattern);
+            uint8_t *mask = NULL;
+            const double t0 = sds_now();
+            int lrc = SDS_OK;
+            if (rank == owner) {
+                mask = sds_calloc((size_t)(r.rows * r.cols), 1, "mask");
+                lrc = mask ? prune_sublayer(&o, r, &h[r.group], mask, &rp->st) : SDS_ERR_IO;
+                if (lrc != SDS_OK) {
+                    char msg[1024];
+                    snprintf(msg, sizeof msg, "%s", sds_error_message());
+                    sds_error_clear();
+                    sds_error_set(lrc, "%s: %s", rp->name, msg);
+                }
+            }
+            rp->st.seconds = sds_now() - t0;
+            rc = sds_agree(comm, lrc);
+            if (rc != SDS_OK) {
+                free(mask);
+                break;
+            }
+            MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, owner, comm);
+            MPI_Bcast(&rp->st, (int)sizeof rp->st, MPI_BYTE, owner, comm);
+            rc = sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, 0, rank == owner ? r.rows : 0,
+                                    rank == owner ? r.w : NULL, mask, &rp->st);
+            free(mask);
+            rc = sds_agree(comm, rc);
+            if (rank == 0 && rc == SDS_OK) {
+                const double done = (double)(l * n_lin + i + 1), all = (double)(L * n_lin);
+                const double el = sds_now() - t_layers;
+                printf("%5lld  %-22s %-10s %-7s %8.2f%% %11.4e %9.2g %8.2f  ETA %.0fs\n",
+                       (long long)l, r.name, rp->st.method, rp->st.pattern, 100.0 * rp->st.sparsity,
+                       rp->st.rel_err_final, rp->st.damping, rp->st.seconds,
+                       el / done * (all - done));
+                fflush(stdout);
+            }
+        }
+        for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) sds_hessian_free(&h[g]);
+
+        // 3. the pruned layer's outputs are the next layer's inputs
+        for (int64_t s = 0; s < n_local && rc == SDS_OK; s++)
+            sds_model_layer_forward(&m, l, inps + s * T * C, T, &w);
+    }
+    free(inps);
+    free(x);
+    sds_model_work_free(&w);
+
+    if (rc == SDS_OK) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)fp);
+        MPI_Bcast(hex, sizeof hex, MPI_CHAR, 0, comm);
+        rc = sds_h5out_set_config(h5, opts_text);
+        if (rc == SDS_OK) rc = sds_h5out_set_fingerprint(h5, hex);
+        rc = sds_agree(comm, rc);
+    }
+    {
+        int crc = sds_h5out_close(h5, rc == SDS_OK);
+        if (rc == SDS_OK) rc = sds_agree(comm, crc);
+    }
+    const double seconds = sds_now() - t_start;
+    if (rc == SDS_OK && rank == 0) {
+        // final table: per sublayer name, mean over layers
+        printf("\nsummary (mean over %lld layers)\n%-22s %9s %11s\n", (long long)L, "sublayer",
+               "sparsity", "rel.error");
+        for (int32_t i = 0; i < n_lin; i++) {
+            double sp = 0.0, er = 0.0;
+            for (int64_t l = 0; l < L; l++) {
+                sp += rep[l * n_lin + i].st.sparsity;
+                er += rep[l * n_lin + i].st.rel_err_final;
+            }
+            printf("%-22s %8.2f%% %11.4e\n", sds_model_linear(&m, 0, i).name, 100.0 * sp / L,
+                   er / L);
+        }
+        printf("wrote %s in %.1fs\n", o.out, seconds);
+        fflush(stdout);
+    }
+    if (rc == SDS_OK && o.eval) {
+        if (rank == 0) printf("== pruned model\n");
+        rc = run_eval(comm, &o, &m, &ppl_pruned);
+        if (rc == SDS_OK && rank == 0) {
+            printf("dense perplexity %.10g\n", ppl_dense);
+            printf("pruned perplexity %.10g\n", ppl_pruned);
+        }
+    }
+    if (rc == SDS_OK && o.json) {
+        int jrc = rank == 0
+                      ? write_summary(&o, size, rep, L * n_lin, seconds, ppl_dense, ppl_pruned)
+                      : SDS_OK;
+        rc = sds_agree(comm, jrc);
+    }
+    free(rep);
+    free(opts_text);
+    free(samples);
+    sds_model_free(&m);
+    return rc;
+
+out_early:
+    free(opts_text);
+    free(samples);
+    sds_model_free(&m);
+    return rc;
+}

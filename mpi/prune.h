@@ -1,0 +1,32 @@
+// sds-mpi prune: one-shot pruning of every decoder layer (SPEC 2.1), layer after layer.
+#pragma once
+#include "pattern.h"
+
+#include <mpi.h>
+#include <stdint.h>
+
+typedef enum { SDS_METHOD_MAGNITUDE = 0, SDS_METHOD_WANDA, SDS_METHOD_SPARSEGPT } sds_method;
+
+typedef struct {
+    const char *model;     // checkpoint directory or GGUF file
+    const char *calib;     // calibration text (UTF-8)
+    const char *out;       // HDF5 output (required)
+    const char *tokenizer; // NULL = the model's
+    const char *eval;      // NULL, or a text to evaluate dense and pruned perplexity on
+    const char *json;      // NULL, or the JSON summary
+    sds_method method;
+    const char *sparsity_text; // as given ("0.5", "2:4")
+    sds_pattern pattern;
+    int64_t nsamples;         // calibration windows
+    int64_t seqlen;           // tokens per window (0: min(2048, max positions))
+    uint64_t seed;            // calibration window generator (src/calib.h)
+    int64_t blocksize;        // SparseGPT column block B
+    double percdamp;          // SparseGPT relative damping
+    int64_t eval_max_windows; // --eval-max-windows (0: all)
+} sds_prune_opts;
+
+const char *sds_method_name(sds_method m);
+
+// (collective) Returns the agreed status. Rank 0 prints one line per sublayer with an ETA, a
+// final table and, with --eval, the dense and pruned perplexity.
+int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o);
