@@ -2,6 +2,7 @@
 
 #include "agree.h"
 #include "model_load.h"
+#include "pruned_load.h"
 #include "runtime.h"
 #include "sds_error.h"
 #include "text_ids.h"
@@ -23,6 +24,7 @@ static int write_json(const sds_eval_opts *o, int nranks, int64_t n_tokens, int6
     json_object_set_new(root, "model", json_string(o->model));
     json_object_set_new(root, "text", json_string(o->text));
     json_object_set_new(root, "tokenizer", o->tokenizer ? json_string(o->tokenizer) : json_null());
+    json_object_set_new(root, "weights", o->weights ? json_string(o->weights) : json_null());
     json_object_set_new(root, "seqlen", json_integer(o->seqlen));
     json_object_set_new(root, "max_windows", json_integer(o->max_windows));
     json_object_set_new(root, "ranks", json_integer(nranks));
@@ -159,6 +161,17 @@ int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o) {
     sds_model m;
     int rc = sds_agree(comm, sds_model_load(o->model, &m));
     if (rc != SDS_OK) return rc;
+    if (o->weights) {
+        int64_t n = 0;
+        rc = sds_agree(comm, sds_model_load_pruned(&m, o->weights, &n));
+        if (rc != SDS_OK) {
+            sds_model_free(&m);
+            return rc;
+        }
+        int rank;
+        MPI_Comm_rank(comm, &rank);
+        if (rank == 0) printf("weights %s: %lld pruned sublayers\n", o->weights, (long long)n);
+    }
     rc = sds_eval_model(comm, &m, o);
     sds_model_free(&m);
     return rc;

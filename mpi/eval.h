@@ -10,6 +10,7 @@ typedef struct {
     const char *text;      // UTF-8 text file
     const char *tokenizer; // tokenizer directory, NULL = the model's
     const char *json;      // write the result here too, NULL = no
+    const char *weights;   // an sds-mpi prune output whose weights replace the model's, or NULL
     int64_t seqlen;        // window length; 0 = min(2048, max_position_embeddings)
     int64_t max_windows;   // 0 = all
     double *result;        // NULL, or receives the perplexity (every rank)

@@ -20,13 +20,14 @@ static const char *usage_text =
     "  prune    one-shot pruning (magnitude, Wanda, SparseGPT) of every decoder layer\n"
     "\n"
     "sds-mpi eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--tokenizer DIR]\n"
-    "             [--json FILE]\n"
+    "             [--json FILE] [--weights FILE.h5]\n"
     "  --model DIR        Hugging Face checkpoint (config.json + *.safetensors)\n"
     "  --text FILE        UTF-8 text, tokenized as a whole and cut into windows\n"
     "  --seqlen N         window length in tokens (default: min(2048, max positions))\n"
     "  --max-windows K    evaluate only the first K windows (default: all)\n"
     "  --tokenizer DIR    tokenizer files (default: the model directory)\n"
     "  --json FILE        also write the result and settings as JSON\n"
+    "  --weights FILE.h5  evaluate with the pruned weights of an sds-mpi prune output\n"
     "\n"
     "sds-mpi prune --model M --calib FILE --method magnitude|wanda|sparsegpt\n"
     "              --sparsity 0.5|0.7|2:4|4:8 --out FILE.h5 [--nsamples 128] [--seqlen N]\n"
@@ -68,14 +69,12 @@ static int unknown_option(char **argv, int idx) {
 
 static int parse_eval(int argc, char **argv, sds_eval_opts *o) {
     memset(o, 0, sizeof *o);
-    enum { O_MODEL = 256, O_TEXT, O_SEQLEN, O_MAXW, O_TOK, O_JSON };
-    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
-                                         {"text", required_argument, 0, O_TEXT},
-                                         {"seqlen", required_argument, 0, O_SEQLEN},
-                                         {"max-windows", required_argument, 0, O_MAXW},
-                                         {"tokenizer", required_argument, 0, O_TOK},
-                                         {"json", required_argument, 0, O_JSON},
-                                         {0, 0, 0, 0}};
+    enum { O_MODEL = 256, O_TEXT, O_SEQLEN, O_MAXW, O_TOK, O_JSON, O_WEIGHTS };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},     {"text", required_argument, 0, O_TEXT},
+        {"seqlen", required_argument, 0, O_SEQLEN},   {"max-windows", required_argument, 0, O_MAXW},
+        {"tokenizer", required_argument, 0, O_TOK},   {"json", required_argument, 0, O_JSON},
+        {"weights", required_argument, 0, O_WEIGHTS}, {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
     int c;
@@ -83,6 +82,9 @@ static int parse_eval(int argc, char **argv, sds_eval_opts *o) {
         switch (c) {
         case O_MODEL:
             o->model = optarg;
+            break;
+        case O_WEIGHTS:
+            o->weights = optarg;
             break;
         case O_TEXT:
             o->text = optarg;

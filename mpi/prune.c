@@ -57,11 +57,6 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
-static void module_name(const sds_model *m, int64_t layer, const char *sub, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s.layers.%lld.%s", m->arch == SDS_ARCH_OPT ? "model.decoder" : "model",
-             (long long)layer, sub);
-}
-
 static json_t *options_json(const sds_prune_opts *o, int nranks) {
     json_t *j = json_object();
     json_object_set_new(j, "model", json_string(o->model));
@@ -219,7 +214,7 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         for (int32_t i = 0; rc == SDS_OK && i < sds_model_n_linear(&m); i++) {
             sds_linear_ref r = sds_model_linear(&m, l, i);
             char nm[96];
-            module_name(&m, l, r.name, nm, sizeof nm);
+            sds_model_linear_module(&m, l, i, nm, sizeof nm);
             rc = sds_pattern_check(o.pattern, r.rows, r.cols, nm);
             if (rc == SDS_OK && o.method == SDS_METHOD_SPARSEGPT &&
                 o.pattern.kind == SDS_PATTERN_NM && o.blocksize % o.pattern.m != 0)
@@ -342,7 +337,7 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             sds_linear_ref r = sds_model_linear(&m, l, i);
             const int owner = i % size;
             sublayer_report *rp = &rep[l * n_lin + i];
-            module_name(&m, l, r.name, rp->name, sizeof rp->name);
+            sds_model_linear_module(&m, l, i, rp->name, sizeof rp->name);
             rp->st.layer = (int32_t)l;
             snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o.method));
             sds_pattern_format(o.pattern, rp->st.pattern, sizeof rp->st.pattern);

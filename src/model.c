@@ -2,6 +2,7 @@
 
 #include "sds_error.h"
 
+#include <stdio.h>
 #include <string.h>
 
 void sds_model_free(sds_model *m) {
@@ -118,4 +119,11 @@ void sds_model_layer_forward(const sds_model *m, int64_t layer, float *x, int64_
 void sds_model_work_set_capture(sds_model_work *w, const sds_capture *c) {
     w->opt.capture = c;
     w->llama.capture = c;
+}
+
+void sds_model_linear_module(const sds_model *m, int64_t layer, int32_t i, char *buf, size_t cap) {
+    const char *sub = m->arch == SDS_ARCH_OPT ? sds_opt_linear_name((sds_opt_linear)i)
+                                              : sds_llama_linear_name((sds_llama_linear)i);
+    snprintf(buf, cap, "%s.layers.%lld.%s", m->arch == SDS_ARCH_OPT ? "model.decoder" : "model",
+             (long long)layer, sub);
 }

@@ -52,3 +52,6 @@ void sds_model_embed(const sds_model *m, const int32_t *tokens, int64_t T, float
 void sds_model_layer_forward(const sds_model *m, int64_t layer, float *x, int64_t T,
                              sds_model_work *w);
 void sds_model_work_set_capture(sds_model_work *w, const sds_capture *c);
+// The Hugging Face module name of sublayer i of a layer ("model.decoder.layers.3.fc1",
+// "model.layers.3.mlp.down_proj"): how weights are named in outputs.
+void sds_model_linear_module(const sds_model *m, int64_t layer, int32_t i, char *buf, size_t cap);

@@ -9,3 +9,8 @@ set_tests_properties(prune_golden PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" TIMEO
 # Benchmark (bench/bench_prune_kernels.py runs it beside PyTorch): built, not a test.
 add_executable(bench_prune_kernels ${PROJECT_SOURCE_DIR}/bench/bench_prune_kernels.c)
 target_link_libraries(bench_prune_kernels PRIVATE sds_mpi)
+
+# sds-mpi prune end to end on generated OPT and Llama checkpoints.
+add_test(NAME prune_e2e COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_prune.py)
+set_tests_properties(prune_e2e PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf
+                     PROCESSORS 2 TIMEOUT 900)
