@@ -282,7 +282,7 @@ static void gg_set_what(gg_parser *ps, const char *kind, int64_t i, const char *
     if (!name) return;
     char shown[121];
     size_t k = 0;
-    for (; name[k] && k < sizeof shown - 1; k++) {
+    for (; k < sizeof shown - 1 && name[k]; k++) {
         unsigned char c = (unsigned char)name[k];
         shown[k] = c < 0x20 || c == 0x7f ? '?' : (char)c;
     }
@@ -815,7 +815,7 @@ int sds_gguf_read_f32(const sds_gguf *g, const char *name, int32_t ndim,
     const sds_gguf_tensor *t = sds_gguf_find_tensor(g, name);
     if (!t) return sds_error_set(SDS_ERR_INPUT, "tensor %s missing from %s", name, g->path);
     // The file's shape, outermost first.
-    int64_t have[SDS_GGUF_MAX_DIMS];
+    int64_t have[SDS_GGUF_MAX_DIMS] = {0};
     for (int32_t d = 0; d < t->n_dims; d++) have[d] = t->ne[t->n_dims - 1 - d];
     bool same = ndim == t->n_dims;
     for (int32_t d = 0; same && d < ndim; d++) same = shape_rowmajor[d] == have[d];

@@ -21,7 +21,8 @@ debs=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libscalapack-o
       libhdf5-openmpi-dev hdf5-tools libopenblas-dev libjansson-dev libpcre2-dev)
 # The test references: Debian's CPU-only PyTorch (PyPI's wheel pulls GBs of CUDA libraries).
 if [ "$want_tests" = 1 ]; then
-  debs+=(python3 python3-venv python3-pip python3-torch python3-numpy python3-h5py)
+  debs+=(python3 python3-venv python3-pip python3-torch python3-numpy python3-h5py cppcheck
+        clang-format)
 fi
 missing=()
 for p in "${debs[@]}"; do

@@ -151,6 +151,7 @@ void sds_pattern_nm_group(const float *scores, int32_t n, int32_t m, uint8_t *ma
 
 // (score, index) order: a total order, so the k smallest are exactly a stable sort's first k.
 static int stable_less(const float *s, int64_t a, int64_t b) {
+    // cppcheck-suppress arrayIndexThenCheck ; a < b compares positions, not a bound
     return s[a] < s[b] || (s[a] == s[b] && a < b);
 }
 
