@@ -1,21 +1,27 @@
-// The pruning output file, written with parallel HDF5 (MPI-IO driver, collective metadata).
+// The pruning output file: created and described with parallel HDF5 (MPI-IO driver; metadata
+// read collectively and written by rank 0), filled by every rank with its own rows.
 //
 // How failures stay clean. Every HDF5 call here is made by all ranks, and after each one the
 // ranks agree on its status, so a failure on one rank never leaves the others waiting in the
-// next collective call. Three properties of HDF5 1.10 and Open MPI 4.1 shape the rest:
-//   - Open MPI's OMPIO collective writes (fcoll vulcan) report success after a failed write:
-//     on a full disk a collective H5Dwrite "succeeds" and a corrupt file would be committed.
-//     Each rank's rows are one contiguous byte range, so the data goes with independent
-//     transfers, which report the failure and lose nothing to two-phase buffering.
-//   - A metadata write failing inside HDF5's collective flush can hang the other ranks, and an
-//     H5Fclose that fails leaves a dangling file ID that crashes at MPI_Finalize. So rank 0
-//     reserves disk blocks (fallocate) for everything HDF5 has allocated before the data and
-//     metadata reach them: running out of space shows up there, as an agreed error. On the
-//     failure path rank 0 truncates the temporary file to zero first, which gives the metadata
-//     flush in H5Fclose room to finish.
-//   - Before the rename, every rank syncs the file and rank 0 reads it back with the reader
-//     (io/h5in.h): the names and shapes must be exactly the ones written.
-#define _GNU_SOURCE // fallocate
+// next collective call. What HDF5 1.10 and the MPI-IO layers do on a failed write decided the
+// rest (each seen on a full file system, see tests/test_h5out.py):
+//   - Open MPI 4.1's OMPIO collective writes report success after a failed write, so a
+//     collective H5Dwrite on a full disk "succeeds" and a corrupt file would be committed.
+//   - With ROMIO a failed independent H5Dwrite is reported, but the next collective HDF5 call
+//     (the metadata flush in H5Fclose) hangs; so does a metadata write that fails on one rank
+//     while HDF5 spreads metadata writes over the ranks.
+//   - An H5Fclose that fails leaves a dangling file ID that crashes at MPI_Finalize.
+// So HDF5 allocates each dataset (contiguous, at creation) and each rank writes its rows with
+// pwrite at the dataset's file offset: one contiguous range per rank, which is what an
+// independent MPI-IO write would issue, and whose errors come back exactly. HDF5 keeps only the
+// metadata, written by rank 0 when the file is closed; for that write to find room even on a
+// full disk or quota, rank 0 holds a reserve file (TMP.reserve) sized for the metadata and
+// removes it just before H5Fclose (on the failure path it also truncates the temporary file to
+// nothing first). On the commit path every rank syncs its writes and rank 0 reads the closed
+// file back with the reader (io/h5in.h), which catches a metadata write lost without a word.
+// What remains: an I/O error on rank 0 itself that freeing space cannot cure (EIO, a file
+// size limit) during that final metadata write can still hang or crash inside HDF5.
+#define _POSIX_C_SOURCE 200809L
 #include "h5out.h"
 #include "h5in.h"
 #include "sds_error.h"
@@ -31,6 +37,16 @@
 #include <string.h>
 #include <unistd.h>
 
+// Disk space held back for HDF5's metadata: a base, and more per sublayer (a sublayer's two
+// object headers, statistics and links take about 2 KiB).
+#define H5OUT_RESERVE_BASE         (256 * 1024)
+#define H5OUT_RESERVE_PER_SUBLAYER (8 * 1024)
+
+// The datasets are little-endian and the rows are written as they are in memory.
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "io/h5out.c writes float32 and uint8 rows as in memory: little-endian hosts only"
+#endif
+
 typedef struct {
     char *name;
     int64_t rows, cols;
@@ -39,16 +55,16 @@ typedef struct {
 struct sds_h5out {
     MPI_Comm comm; // private duplicate, so our agreements never match a caller's messages
     int rank, size;
-    char *path;       // the final name
-    char *tmp;        // PATH.tmp.<id>, where everything is written
-    bool created;     // (rank 0) this process created tmp, so it may remove it
-    int fd;           // (rank 0) tmp, for reserving space and syncing; -1 elsewhere
-    bool can_reserve; // (rank 0) the file system supports fallocate
-    hsize_t reserved; // (rank 0) bytes [0, reserved) have disk blocks
+    char *path;    // the final name
+    char *tmp;     // PATH.tmp.<id>, where everything is written
+    bool created;  // (rank 0) this process created tmp, so it may remove it
+    int fd;        // tmp opened for writing rows (every rank)
+    char *reserve; // (rank 0) TMP.reserve, space kept for the metadata; NULL once released
+    off_t reserved;
     hid_t file, g_weights, g_masks;
     bool has_config, has_fingerprint;
     int64_t n_entries, cap_entries;
-    h5out_entry *entries; // what was written, to check the file read back
+    h5out_entry *entries; // (rank 0) what was written, to check the file read back
     int failed; // agreed code of the first failure (the same on every rank), SDS_OK if none
 };
 
@@ -121,7 +137,7 @@ static int h5out_agree(MPI_Comm comm, int rank, int local) {
                  sds_error_message()[0] ? sds_error_message() : "unspecified failure");
     }
     MPI_Bcast(&pkt, (int)sizeof pkt, MPI_BYTE, first, comm);
-    if (local == SDS_OK) sds_error_set(pkt.code, "%s", pkt.msg);
+    if (local == SDS_OK) sds_error_set(pkt.code, "%s (on rank %d)", pkt.msg, first);
     return pkt.code;
 }
 
@@ -212,8 +228,8 @@ static hid_t h5out_group(hid_t file, const char *name) {
     return g;
 }
 
-// Contiguous, allocated at creation (required for parallel writes), never filled: every byte
-// is written by some rank.
+// Contiguous, allocated at creation (so its file offset is known before any rank writes),
+// never filled: every byte is written by some rank.
 static hid_t h5out_dataset(hid_t loc, const char *name, hid_t type, int ndim, const hsize_t *dims) {
     hid_t dcpl = h5out_plist(H5P_DATASET_CREATE);
     if (dcpl < 0) return -1;
@@ -230,54 +246,52 @@ static hid_t h5out_dataset(hid_t loc, const char *name, hid_t type, int ndim, co
     return d;
 }
 
-// Writes rows [row0, row0 + nrows) of a [rows, cols] dataset from buf, independently (see
-// the top of the file); every rank calls, a rank with nrows = 0 selects nothing.
-static herr_t h5out_write_rows(hid_t d, hid_t memtype, int64_t row0, int64_t nrows, int64_t cols,
-                               const void *buf) {
-    static const unsigned char none = 0;
-    hid_t fspace = H5Dget_space(d), mspace = -1, dxpl = H5Pcreate(H5P_DATASET_XFER);
-    herr_t rc = fspace < 0 || dxpl < 0 ? -1 : H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
-    if (rc >= 0 && nrows > 0) {
-        hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)nrows, (hsize_t)cols};
-        rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
-        mspace = rc < 0 ? -1 : H5Screate_simple(2, count, NULL);
-    } else if (rc >= 0) {
-        rc = H5Sselect_none(fspace);
-        mspace = rc < 0 ? -1 : H5Screate(H5S_SCALAR);
-        if (mspace >= 0 && H5Sselect_none(mspace) < 0) rc = -1;
-        buf = &none;
+// Writes rows [row0, row0 + nrows) (local) of dataset d, whose rows are row_bytes long, from
+// buf: one pwrite range at the dataset's file offset.
+static int h5out_put_rows(const sds_h5out *h, hid_t d, const char *what, int64_t row0,
+                          int64_t nrows, size_t row_bytes, const void *buf) {
+    haddr_t base = H5Dget_offset(d);
+    if (base == HADDR_UNDEF) return h5out_fail(h, "locating %s in the file", what);
+    const char *p = buf;
+    size_t left = (size_t)nrows * row_bytes;
+    off_t off = (off_t)(base + (haddr_t)row0 * row_bytes);
+    while (left > 0) {
+        size_t piece = left < ((size_t)1 << 30) ? left : (size_t)1 << 30;
+        ssize_t n = pwrite(h->fd, p, piece, off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return sds_error_set(SDS_ERR_IO, "%s: writing rows %lld..%lld of %s: %s", h->path,
+                                 (long long)row0, (long long)(row0 + nrows), what,
+                                 n < 0 ? strerror(errno) : "nothing written");
+        p += n;
+        off += n;
+        left -= (size_t)n;
     }
-    if (rc >= 0) rc = mspace < 0 ? -1 : H5Dwrite(d, memtype, mspace, fspace, dxpl, buf);
-    if (rc < 0) h5out_note();
-    if (mspace >= 0) H5Sclose(mspace);
-    if (fspace >= 0) H5Sclose(fspace);
-    if (dxpl >= 0) H5Pclose(dxpl);
-    return rc;
+    return SDS_OK;
 }
 
-// (collective) Rank 0 gives disk blocks to every byte HDF5 has allocated so far (its end of
-// allocation), so that a full disk or quota fails here, agreed, and not inside a write that
-// HDF5 or MPI-IO handle badly. File systems without fallocate skip this.
-static int h5out_reserve(sds_h5out *h, const char *what) {
-    if (getenv("XNORES")) return h5out_step(h, SDS_OK);
-    // the size HDF5 reports is its end of allocation (or the end of file when larger)
-    hsize_t eoa = 0;
-    int local =
-        H5Fget_filesize(h->file, &eoa) < 0 ? h5out_fail(h, "reading the file size") : SDS_OK;
-    if (local == SDS_OK && h->rank == 0 && h->can_reserve && eoa > h->reserved) {
-        if (fallocate(h->fd, 0, (off_t)h->reserved, (off_t)(eoa - h->reserved)) == 0)
-            h->reserved = eoa;
-        else if (errno == EOPNOTSUPP || errno == ENOSYS)
-            h->can_reserve = false;
-        else
-            local =
-                sds_error_set(SDS_ERR_IO, "%s: reserving %llu bytes on disk for %s: %s", h->path,
-                              (unsigned long long)(eoa - h->reserved), what, strerror(errno));
-    }
-    return h5out_step(h, local);
+// (rank 0) Grows the reserve file to `bytes`; a full disk or quota shows up here, cleanly.
+static int h5out_reserve(sds_h5out *h, off_t bytes) {
+    if (h->rank != 0 || !h->reserve || bytes <= h->reserved) return SDS_OK;
+    int fd = open(h->reserve, O_WRONLY | O_CREAT, 0666);
+    int rc = fd < 0 ? errno : posix_fallocate(fd, h->reserved, bytes - h->reserved);
+    if (fd >= 0) close(fd);
+    if (rc != 0)
+        return sds_error_set(SDS_ERR_IO, "%s: reserving %lld bytes for the file's metadata: %s",
+                             h->path, (long long)bytes, strerror(rc));
+    h->reserved = bytes;
+    return SDS_OK;
+}
+
+// (rank 0) Gives the reserved space back, for HDF5's metadata to use.
+static void h5out_release(sds_h5out *h) {
+    if (h->reserve) unlink(h->reserve);
+    free(h->reserve);
+    h->reserve = NULL;
 }
 
 static void h5out_free(sds_h5out *h) {
+    h5out_release(h);
     if (h->fd >= 0) close(h->fd);
     if (h->comm != MPI_COMM_NULL) MPI_Comm_free(&h->comm);
     for (int64_t i = 0; i < h->n_entries; i++) free(h->entries[i].name);
@@ -287,16 +301,15 @@ static void h5out_free(sds_h5out *h) {
     free(h);
 }
 
-// (collective) Closes every HDF5 object. On the failure path (keep = false) rank 0 first
-// truncates the temporary file to nothing, so that the metadata HDF5 still flushes finds room
-// even on a full disk. Returns the agreed code of the close.
+// (collective) Closes every HDF5 object. Rank 0 first releases the reserve, and on the failure
+// path (keep = false) truncates the temporary file to nothing, so that the metadata HDF5
+// flushes now finds room even on a full disk. Returns the agreed code of the close.
 static int h5out_close_file(sds_h5out *h, bool keep) {
-    if (!keep) {
-        if (h->rank == 0 && h->fd >= 0 && ftruncate(h->fd, 0) != 0) {
-            // nothing to do about it: the file is removed next
-        }
-        MPI_Barrier(h->comm);
+    h5out_release(h);
+    if (!keep && h->rank == 0 && h->fd >= 0 && ftruncate(h->fd, 0) != 0) {
+        // nothing more to do: the file is removed next
     }
+    MPI_Barrier(h->comm);
     if (h->g_weights >= 0) H5Gclose(h->g_weights);
     if (h->g_masks >= 0) H5Gclose(h->g_masks);
     h->g_weights = h->g_masks = -1;
@@ -360,20 +373,39 @@ int sds_h5out_create(MPI_Comm comm, const char *path, sds_h5out **out) {
     h->tmp = strdup(tmp);
     local = h->tmp ? SDS_OK : sds_error_set(SDS_ERR_IO, "out of memory");
     if (local == SDS_OK && h->rank == 0) {
-        h->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL, 0666);
+        h->fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
         if (h->fd < 0)
             local = sds_error_set(SDS_ERR_IO, "%s: cannot create the output file (as %s): %s",
                                   h->path, tmp, strerror(errno));
         h->created = h->fd >= 0;
-        h->can_reserve = true;
+        size_t n = strlen(tmp) + sizeof ".reserve";
+        h->reserve = h->fd >= 0 ? malloc(n) : NULL;
+        if (h->reserve) snprintf(h->reserve, n, "%s.reserve", tmp);
+        if (local == SDS_OK && !h->reserve) local = sds_error_set(SDS_ERR_IO, "out of memory");
+        if (local == SDS_OK) local = h5out_reserve(h, H5OUT_RESERVE_BASE);
+    }
+    if ((code = h5out_agree(h->comm, h->rank, local)) != SDS_OK) goto fail;
+    if (h->rank != 0) {
+        h->fd = open(tmp, O_WRONLY);
+        if (h->fd < 0)
+            local = sds_error_set(SDS_ERR_IO, "%s: cannot open %s for writing: %s", h->path, tmp,
+                                  strerror(errno));
     }
     if ((code = h5out_agree(h->comm, h->rank, local)) != SDS_OK) goto fail;
 
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fcpl = h5out_plist(H5P_FILE_CREATE);
     herr_t prc = fapl < 0 || fcpl < 0 ? -1 : H5Pset_fapl_mpio(fapl, h->comm, MPI_INFO_NULL);
-    // metadata read by one rank and broadcast, written collectively: no N-way metadata storms
+    // Metadata is read collectively (one rank reads, all receive) and written by rank 0 alone:
+    // with writes spread over the ranks, one rank's I/O fault inside HDF5's flush could hang
+    // the others, and the metadata is a few KiB per sublayer.
     if (prc >= 0) prc = H5Pset_all_coll_metadata_ops(fapl, 1);
-    if (prc >= 0) prc = H5Pset_coll_metadata_write(fapl, 1);
+    if (prc >= 0) prc = H5Pset_coll_metadata_write(fapl, 0);
+    H5AC_cache_config_t mdc;
+    memset(&mdc, 0, sizeof mdc);
+    mdc.version = H5AC__CURR_CACHE_CONFIG_VERSION;
+    if (prc >= 0) prc = H5Pget_mdc_config(fapl, &mdc);
+    mdc.metadata_write_strategy = H5AC_METADATA_WRITE_STRATEGY__PROCESS_0_ONLY;
+    if (prc >= 0) prc = H5Pset_mdc_config(fapl, &mdc);
     if (prc >= 0) h->file = H5Fcreate(h->tmp, H5F_ACC_TRUNC, fcpl, fapl);
     local = h->file >= 0 ? SDS_OK : h5out_fail(h, "creating HDF5 file %s", h->tmp);
     if (fapl >= 0) H5Pclose(fapl);
@@ -396,7 +428,6 @@ int sds_h5out_create(MPI_Comm comm, const char *path, sds_h5out **out) {
                 ? h5out_fail(h, "writing attribute /format_version")
                 : SDS_OK;
     if ((code = h5out_step(h, local)) != SDS_OK) goto fail;
-    if ((code = h5out_reserve(h, "the file header")) != SDS_OK) goto fail;
     *out = h;
     return SDS_OK;
 
@@ -529,6 +560,9 @@ int sds_h5out_sublayer(sds_h5out *h, const char *name, int64_t rows, int64_t col
     else if (exists > 0)
         local = sds_error_set(SDS_ERR_INTERNAL, "%s: sublayer %s written twice", h->path, name);
     if (local == SDS_OK) local = h5out_remember(h, name, rows, cols);
+    if (local == SDS_OK)
+        local =
+            h5out_reserve(h, H5OUT_RESERVE_BASE + (off_t)h->n_entries * H5OUT_RESERVE_PER_SUBLAYER);
     if ((code = h5out_step(h, local)) != SDS_OK) return code;
 
     hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
@@ -537,6 +571,17 @@ int sds_h5out_sublayer(sds_h5out *h, const char *name, int64_t rows, int64_t col
     if ((code = h5out_step(h, local)) != SDS_OK) goto done;
     dm = h5out_dataset(h->g_masks, name, H5T_STD_U8LE, 2, dims);
     local = dm >= 0 ? SDS_OK : h5out_fail(h, "creating dataset /masks/%s", name);
+    if ((code = h5out_step(h, local)) != SDS_OK) goto done;
+
+    // Each rank's rows, straight to their place (see the top of the file).
+    char what[64 + 256];
+    snprintf(what, sizeof what, "dataset /weights/%s", name);
+    local = rows_local > 0 ? h5out_put_rows(h, dw, what, row0, rows_local,
+                                            (size_t)cols * sizeof(float), w_local)
+                           : SDS_OK;
+    snprintf(what, sizeof what, "dataset /masks/%s", name);
+    if (local == SDS_OK && rows_local > 0)
+        local = h5out_put_rows(h, dm, what, row0, rows_local, (size_t)cols, mask_local);
     if ((code = h5out_step(h, local)) != SDS_OK) goto done;
 
     // The statistics, one attribute each, so h5dump and h5py show them by name.
@@ -559,19 +604,6 @@ int sds_h5out_sublayer(sds_h5out *h, const char *name, int64_t rows, int64_t col
         if ((code = h5out_step(h, local)) != SDS_OK) goto done;
     }
 
-    // Everything of this sublayer is allocated now: reserve it, then fill it.
-    if ((code = h5out_reserve(h, name)) != SDS_OK) goto done;
-    local = h5out_write_rows(dw, H5T_NATIVE_FLOAT, row0, rows_local, cols, w_local) < 0
-                ? h5out_fail(h, "writing rows %lld..%lld of dataset /weights/%s", (long long)row0,
-                             (long long)(row0 + rows_local), name)
-                : SDS_OK;
-    if ((code = h5out_step(h, local)) != SDS_OK) goto done;
-    local = h5out_write_rows(dm, H5T_NATIVE_UINT8, row0, rows_local, cols, mask_local) < 0
-                ? h5out_fail(h, "writing rows %lld..%lld of dataset /masks/%s", (long long)row0,
-                             (long long)(row0 + rows_local), name)
-                : SDS_OK;
-    code = h5out_step(h, local);
-
 done:
     // closing a dataset is collective metadata work too
     local = SDS_OK;
@@ -579,40 +611,6 @@ done:
     if (dm >= 0 && H5Dclose(dm) < 0 && local == SDS_OK)
         local = h5out_fail(h, "closing /masks/%s", name);
     int closed = h5out_step(h, local);
-    return code != SDS_OK ? code : closed;
-}
-
-// (collective) A scalar fixed-length string dataset at the root, written by rank 0.
-static int h5out_string_dataset(sds_h5out *h, const char *name, const char *text, size_t len) {
-    static const char none = 0;
-    hid_t type = H5Tcopy(H5T_C_S1);
-    herr_t rc = type < 0 ? -1 : H5Tset_size(type, len + 1);
-    if (rc >= 0) rc = H5Tset_strpad(type, H5T_STR_NULLTERM);
-    if (rc >= 0) rc = H5Tset_cset(type, H5T_CSET_UTF8);
-    hid_t d = rc < 0 ? -1 : h5out_dataset(h->file, name, type, 0, NULL);
-    int local = d >= 0 ? SDS_OK : h5out_fail(h, "creating dataset /%s", name);
-    int code = h5out_step(h, local);
-    if (code == SDS_OK) code = h5out_reserve(h, name);
-    if (code == SDS_OK) {
-        hid_t fspace = H5Dget_space(d), mspace = H5Screate(H5S_SCALAR);
-        hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-        rc = fspace < 0 || mspace < 0 || dxpl < 0 ? -1
-                                                  : H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
-        if (rc >= 0 && h->rank != 0) {
-            rc = H5Sselect_none(fspace);
-            if (rc >= 0) rc = H5Sselect_none(mspace);
-        }
-        if (rc >= 0) rc = H5Dwrite(d, type, mspace, fspace, dxpl, h->rank == 0 ? text : &none);
-        if (rc < 0) h5out_note();
-        if (fspace >= 0) H5Sclose(fspace);
-        if (mspace >= 0) H5Sclose(mspace);
-        if (dxpl >= 0) H5Pclose(dxpl);
-        local = rc < 0 ? h5out_fail(h, "writing dataset /%s", name) : SDS_OK;
-        code = h5out_step(h, local);
-    }
-    local = d >= 0 && H5Dclose(d) < 0 ? h5out_fail(h, "closing dataset /%s", name) : SDS_OK;
-    int closed = h5out_step(h, local);
-    if (type >= 0) H5Tclose(type);
     return code != SDS_OK ? code : closed;
 }
 
@@ -625,12 +623,29 @@ int sds_h5out_set_config(sds_h5out *h, const char *json_text) {
     if (local == SDS_OK && h->has_config)
         local = sds_error_set(SDS_ERR_INTERNAL, "%s: configuration written twice", h->path);
     int code = h5out_step(h, local);
-    if (code == SDS_OK) {
-        h->has_config = true;
-        code = h5out_string_dataset(h, "config", text0, strlen(text0));
+    if (code != SDS_OK) {
+        free(text0);
+        return code;
     }
+    h->has_config = true;
+    // a scalar fixed-length UTF-8 string (NUL included), written by rank 0
+    size_t len = strlen(text0) + 1;
+    hid_t type = H5Tcopy(H5T_C_S1), d = -1;
+    herr_t rc = type < 0 ? -1 : H5Tset_size(type, len);
+    if (rc >= 0) rc = H5Tset_strpad(type, H5T_STR_NULLTERM);
+    if (rc >= 0) rc = H5Tset_cset(type, H5T_CSET_UTF8);
+    if (rc >= 0) d = h5out_dataset(h->file, "config", type, 0, NULL);
+    local = d >= 0 ? SDS_OK : h5out_fail(h, "creating dataset /config");
+    code = h5out_step(h, local);
+    if (code == SDS_OK) {
+        local = h->rank == 0 ? h5out_put_rows(h, d, "dataset /config", 0, 1, len, text0) : SDS_OK;
+        code = h5out_step(h, local);
+    }
+    local = d >= 0 && H5Dclose(d) < 0 ? h5out_fail(h, "closing dataset /config") : SDS_OK;
+    int closed = h5out_step(h, local);
+    if (type >= 0) H5Tclose(type);
     free(text0);
-    return code;
+    return code != SDS_OK ? code : closed;
 }
 
 int sds_h5out_set_fingerprint(sds_h5out *h, const char *hex) {
@@ -649,22 +664,19 @@ int sds_h5out_set_fingerprint(sds_h5out *h, const char *hex) {
                     : SDS_OK;
         code = h5out_step(h, local);
     }
-    if (code == SDS_OK) code = h5out_reserve(h, "the fingerprint");
     free(hex0);
     return code;
 }
 
-// (every rank) Flushes this node's cached writes of the closed file to disk, so that a write
-// error the file system reports late (NFS, Lustre, quota) still stops the commit.
+// Flushes this rank's writes to disk, so that an error the file system reports late (NFS,
+// Lustre, quotas) still stops the commit.
 static int h5out_sync(const sds_h5out *h) {
-    int fd = h->fd >= 0 ? h->fd : open(h->tmp, O_RDONLY);
-    int rc = fd >= 0 && fsync(fd) == 0 ? SDS_OK : errno;
-    if (fd >= 0 && fd != h->fd) close(fd);
-    if (rc == SDS_OK) return SDS_OK;
-    return sds_error_set(SDS_ERR_IO, "%s: syncing %s to disk: %s", h->path, h->tmp, strerror(rc));
+    if (h->fd < 0 || fsync(h->fd) == 0) return SDS_OK;
+    return sds_error_set(SDS_ERR_IO, "%s: syncing %s to disk: %s", h->path, h->tmp,
+                         strerror(errno));
 }
 
-// (rank 0) The closed file must read back with exactly the sublayers written.
+// (rank 0) The closed file must read back with exactly the sublayers written, in order.
 static int h5out_verify(const sds_h5out *h) {
     sds_h5in *in = NULL;
     int rc = sds_h5in_open(h->tmp, &in);
@@ -718,13 +730,14 @@ int sds_h5out_close(sds_h5out *h, int commit) {
     int mine = commit != 0, all_commit = 0;
     MPI_Allreduce(&mine, &all_commit, 1, MPI_INT, MPI_MIN, h->comm);
     int code = h->failed;
-    // the last metadata (group indexes) is reserved too before the close flushes it
-    if (code == SDS_OK && all_commit) code = h5out_reserve(h, "the file index");
+    // the rows are on disk before HDF5 writes the metadata that points at them
+    if (code == SDS_OK && all_commit) code = h5out_step(h, h5out_sync(h));
     bool keep = code == SDS_OK && all_commit;
     int closed = h5out_close_file(h, keep);
     if (code == SDS_OK) code = closed;
     // the agreements double as barriers: every rank has closed before rank 0 checks and renames
-    if (code == SDS_OK && all_commit) code = h5out_agree(h->comm, h->rank, h5out_sync(h));
+    if (code == SDS_OK && all_commit)
+        code = h5out_agree(h->comm, h->rank, h->rank == 0 ? h5out_sync(h) : SDS_OK);
     if (code == SDS_OK && all_commit)
         code = h5out_agree(h->comm, h->rank, h->rank == 0 ? h5out_verify(h) : SDS_OK);
     if (code == SDS_OK && all_commit) {

@@ -12,21 +12,26 @@
 //   /masks/<name>          uint8 [rows, cols], 1 = pruned
 // Sublayers are listed in the order they were written (link creation order is tracked).
 //
-// Datasets are contiguous, not chunked: HDF5 1.10 writes filtered (compressed) datasets in
-// parallel only through collective chunk redistribution, and pruned fp32 weights barely compress,
-// while contiguous storage lets each rank's rows go straight to their file offsets.
+// Datasets are contiguous, not chunked or compressed: HDF5 1.10 writes filtered datasets in
+// parallel only through collective chunk redistribution, pruned fp32 weights barely compress,
+// and contiguous storage allocated at creation gives each rank's rows one fixed file range, which
+// the rank writes itself (io/h5out.c says why with pwrite rather than H5Dwrite). The file
+// depends only on what is written, not on the rank count: files written at 1, 2 or 4 ranks are
+// byte-identical (no object timestamps are stored).
 //
-// The file is created as PATH.tmp.<id> in PATH's directory and renamed to PATH by
-// sds_h5out_close only when every rank commits and nothing failed; otherwise the temporary file
-// is removed. An existing PATH is never opened, written or removed before that rename.
+// The file is created as PATH.tmp.<id> in PATH's directory (with PATH.tmp.<id>.reserve beside it
+// while it is written: disk space held for the metadata) and renamed to PATH by sds_h5out_close
+// only when every rank commits, nothing failed, and the closed file reads back with the
+// sublayers written; otherwise both are removed. An existing PATH is never opened, written or
+// removed before that rename.
 //
 // Every function is collective over the communicator given to sds_h5out_create and returns the
 // same status on every rank: a failure on any rank (a write refused, a full disk, an unwritable
 // directory) is SDS_ERR_IO on all of them, with the failing rank's message (naming the file and
-// the dataset) recorded on every rank through sds_error_set. After a failure the handle is
-// "failed": later calls do nothing and return the same code, and sds_h5out_close removes the
-// temporary file. HDF5's own error printing is switched off for the process (messages come back
-// through sds_error instead).
+// the dataset; "(on rank R)" appended on the other ranks) recorded on every rank through
+// sds_error_set. After a failure the handle is "failed": later calls do nothing and return the
+// same code, and sds_h5out_close removes the temporary file. HDF5's own error printing is
+// switched off for the process (messages come back through sds_error instead).
 #pragma once
 #include <mpi.h>
 #include <stdint.h>
@@ -57,8 +62,9 @@ typedef struct {
 typedef struct sds_h5out sds_h5out;
 
 // (collective) Creates PATH.tmp.<id> (id: $SLURM_JOB_ID or $PBS_JOBID when set, then rank 0's
-// pid) with the MPI-IO driver and collective metadata, and writes the format attributes. path
-// (global) must be the same on every rank. On failure *out is NULL and nothing is left on disk.
+// pid) with the MPI-IO driver (metadata read collectively, written by rank 0), and writes the
+// format attributes. path (global) must be the same on every rank. On failure *out is NULL and
+// nothing is left on disk.
 int sds_h5out_create(MPI_Comm comm, const char *path, sds_h5out **out);
 
 // (collective) Writes sublayer `name` (global): weights (float32) and mask (uint8, 1 = pruned),
@@ -78,10 +84,12 @@ int sds_h5out_set_config(sds_h5out *h, const char *json_text);
 int sds_h5out_set_fingerprint(sds_h5out *h, const char *hex);
 
 // (collective) Closes the file and frees h (also on failure). commit (local): non-zero when this
-// rank wants the file kept. When every rank commits and nothing failed, rank 0 renames the
-// temporary file to PATH after all ranks have closed it and returns SDS_OK everywhere.
-// Otherwise the temporary file is removed and every rank returns the same code:
-//   - SDS_ERR_IO when any I/O failed (earlier, in the close, or in the rename);
+// rank wants the file kept. When every rank commits and nothing failed, every rank syncs its
+// writes, rank 0 reads the closed file back (sublayer names and shapes) and renames it to PATH,
+// and every rank returns SDS_OK. Otherwise the temporary file is removed and every rank returns
+// the same code:
+//   - the handle's code when an earlier call failed (SDS_ERR_IO for I/O, SDS_ERR_INTERNAL for
+//     misuse), or SDS_ERR_IO when the close, sync, read-back or rename fails;
 //   - else, when some ranks passed commit = 0: the code recorded with sds_error_set on the
 //     lowest such rank that has one (its message copied to every rank), or SDS_OK when none
 //     has (a deliberate discard).
