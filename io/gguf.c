@@ -7,6 +7,8 @@
 // is read, and every allocation is bounded by the bytes the file actually holds.
 #define _POSIX_C_SOURCE 200809L
 #include "gguf.h"
+
+#include "file.h"
 #include "safetensors.h" // sds_f16_to_f32, sds_bf16_to_f32
 #include "sds_error.h"
 #include "strmap.h"
@@ -495,28 +497,15 @@ static int gg_parse(gg_parser *ps, sds_gguf *g) {
 
 int sds_gguf_open(const char *path, sds_gguf **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return sds_error_set(SDS_ERR_INPUT, "%s: no such file or directory", path);
-        return sds_error_set(SDS_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return sds_error_set(SDS_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return sds_error_set(SDS_ERR_INPUT, "%s: not a regular file", path);
-    }
+    int fd = -1;
+    uint64_t file_size = 0;
+    SDS_TRY(sds_file_open_regular(path, &fd, &file_size));
     sds_gguf *g = sds_calloc(1, sizeof *g, "GGUF reader");
     if (!g) {
         close(fd);
         return SDS_ERR_IO;
     }
-    g->size = (uint64_t)sb.st_size;
+    g->size = file_size;
     g->path = gg_strndup((const unsigned char *)path, strlen(path), "GGUF path");
     int rc = g->path ? SDS_OK : SDS_ERR_IO;
     if (rc == SDS_OK && g->size > 0) {

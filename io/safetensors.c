@@ -3,6 +3,8 @@
 // each tensor's data_offsets are relative to the data section's start (byte 8 + N).
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
+
+#include "file.h"
 #include "sds_error.h"
 
 #include <errno.h>
@@ -154,28 +156,6 @@ static int st_pread_all(int fd, void *buf, size_t len, uint64_t offset, const ch
     return SDS_OK;
 }
 
-static int st_open_fd(const char *path, int *fd_out, uint64_t *size_out) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return sds_error_set(SDS_ERR_INPUT, "%s: no such file or directory", path);
-        return sds_error_set(SDS_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return sds_error_set(SDS_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return sds_error_set(SDS_ERR_INPUT, "%s: not a regular file", path);
-    }
-    *fd_out = fd;
-    *size_out = (uint64_t)sb.st_size;
-    return SDS_OK;
-}
-
 static int st_json_error(const char *path, const char *what, const json_error_t *err) {
     return sds_error_set(SDS_ERR_INPUT, "%s: %s is not valid JSON (line %d, column %d: %s)", path,
                          what, err->line, err->column, err->text);
@@ -304,7 +284,7 @@ static int st_load_file(sds_safetensors *st, const char *path, json_t *weight_ma
                         const char *shard_name) {
     int fd;
     uint64_t size;
-    SDS_TRY(st_open_fd(path, &fd, &size));
+    SDS_TRY(sds_file_open_regular(path, &fd, &size));
     int rc = st_add_file(st, path, fd);
     if (rc != SDS_OK) {
         close(fd);
@@ -473,7 +453,7 @@ static bool st_is_file(const char *path) {
 static int st_load_index(sds_safetensors *st, const char *index_path, const char *dir) {
     int fd;
     uint64_t size;
-    SDS_TRY(st_open_fd(index_path, &fd, &size));
+    SDS_TRY(sds_file_open_regular(index_path, &fd, &size));
     if (size > ST_MAX_JSON_BYTES) {
         close(fd);
         return sds_error_set(SDS_ERR_INPUT, "%s: %" PRIu64 " bytes exceeds the %u byte limit",
