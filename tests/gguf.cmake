@@ -13,7 +13,7 @@ foreach(check synthetic malformed real tokenizer)
                    --tokenize-ids $<TARGET_FILE:tokenize_ids>)
   set_tests_properties(gguf_${check} PROPERTIES
                        ENVIRONMENT "${SDS_TEST_ENV};SDS_SMOLLM2_GGUF=${SDS_SMOLLM2_GGUF}"
-                       TIMEOUT 120)
+                       TIMEOUT 900)
 endforeach()
 
 # The real model end to end: sds-mpi eval on the GGUF against transformers on the same weights.

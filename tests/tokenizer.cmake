@@ -9,5 +9,5 @@ add_test(NAME tokenizer_errors
          COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_tokenizer.py
                  $<TARGET_FILE:tokenize_ids> ${SDS_SHARED} --checks errors)
 set_tests_properties(tokenizer_hf_ids tokenizer_errors PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}")
-set_tests_properties(tokenizer_hf_ids PROPERTIES TIMEOUT 120)
-set_tests_properties(tokenizer_errors PROPERTIES TIMEOUT 60)
+set_tests_properties(tokenizer_hf_ids PROPERTIES TIMEOUT 900)
+set_tests_properties(tokenizer_errors PROPERTIES TIMEOUT 300)
