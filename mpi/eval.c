@@ -1,6 +1,7 @@
 #include "eval.h"
 
 #include "agree.h"
+#include "json_out.h"
 #include "model_load.h"
 #include "pruned_load.h"
 #include "runtime.h"
@@ -13,12 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static int write_json(const sds_eval_opts *o, int nranks, int64_t n_tokens, int64_t windows,
                       double ppl, double mean_nll, double seconds) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", o->json, (int)getpid());
     json_t *root = json_object();
     json_object_set_new(root, "command", json_string("eval"));
     json_object_set_new(root, "model", json_string(o->model));
@@ -33,13 +31,7 @@ static int write_json(const sds_eval_opts *o, int nranks, int64_t n_tokens, int6
     json_object_set_new(root, "mean_nll", json_real(mean_nll));
     json_object_set_new(root, "perplexity", json_real(ppl));
     json_object_set_new(root, "seconds", json_real(seconds));
-    int bad = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
-    json_decref(root);
-    if (bad != 0 || rename(tmp, o->json) != 0) {
-        unlink(tmp);
-        return sds_error_set(SDS_ERR_IO, "%s: cannot write the JSON summary", o->json);
-    }
-    return SDS_OK;
+    return sds_json_write_atomic(root, o->json);
 }
 
 int sds_eval_model(MPI_Comm comm, const sds_model *mp, const sds_eval_opts *o_in) {

@@ -1,6 +1,7 @@
 #include "prune.h"
 
 #include "agree.h"
+#include "json_out.h"
 #include "calib.h"
 #include "eval.h"
 #include "h5out.h"
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 const char *sds_method_name(sds_method m) {
     switch (m) {
@@ -149,8 +149,6 @@ static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_h
 
 static int write_summary(const sds_prune_opts *o, int nranks, const sublayer_report *rep,
                          int64_t n_rep, double seconds, double ppl_dense, double ppl_pruned) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", o->json, (int)getpid());
     json_t *root = json_object();
     json_object_set_new(root, "command", json_string("prune"));
     json_object_set_new(root, "options", options_json(o, nranks));
@@ -173,13 +171,7 @@ static int write_summary(const sds_prune_opts *o, int nranks, const sublayer_rep
         json_object_set_new(root, "perplexity_dense", json_real(ppl_dense));
         json_object_set_new(root, "perplexity_pruned", json_real(ppl_pruned));
     }
-    int bad = json_dump_file(root, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
-    json_decref(root);
-    if (bad != 0 || rename(tmp, o->json) != 0) {
-        unlink(tmp);
-        return sds_error_set(SDS_ERR_IO, "%s: cannot write the JSON summary", o->json);
-    }
-    return SDS_OK;
+    return sds_json_write_atomic(root, o->json);
 }
 
 static int run_eval(MPI_Comm comm, const sds_prune_opts *o, const sds_model *m, double *ppl) {
