@@ -3,7 +3,9 @@
 #include "sds_error.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 // Integer field with a default (HF's default for that model type); -2 default = required.
 static int get_int(json_t *root, const char *path, const char *key, int64_t dflt, int64_t *out) {
@@ -235,4 +237,18 @@ int sds_config_load(const char *path, sds_model_config *c) {
 done:
     json_decref(root);
     return rc;
+}
+
+int sds_config_load_dir(const char *dir, sds_model_config *cfg) {
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return sds_error_set(SDS_ERR_INPUT, "%s: no such file or directory", dir);
+    if (!S_ISDIR(sb.st_mode))
+        return sds_error_set(SDS_ERR_INPUT,
+                             "%s: not a directory (expected a Hugging Face checkpoint directory "
+                             "with config.json and *.safetensors)",
+                             dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    return sds_config_load(path, cfg);
 }

@@ -6,7 +6,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static int read1(sds_llama_read_fn read, void *ctx, const char *name, float *dst, int64_t n0) {
     return read(ctx, name, 1, &n0, dst);
@@ -54,18 +53,10 @@ static int read_safetensors(void *ctx, const char *name, int32_t ndim, const int
 
 int sds_llama_load_dir(const char *dir, sds_llama_model *m) {
     memset(m, 0, sizeof *m);
-    struct stat sb;
-    if (stat(dir, &sb) != 0)
-        return sds_error_set(SDS_ERR_INPUT, "%s: no such file or directory", dir);
-    if (!S_ISDIR(sb.st_mode))
-        return sds_error_set(SDS_ERR_INPUT,
-                             "%s: not a directory (expected a Hugging Face checkpoint directory "
-                             "with config.json and *.safetensors)",
-                             dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     sds_model_config cfg;
-    SDS_TRY(sds_config_load(path, &cfg));
+    SDS_TRY(sds_config_load_dir(dir, &cfg));
     if (cfg.arch != SDS_ARCH_LLAMA)
         return sds_error_set(SDS_ERR_INPUT, "%s: model_type \"%s\" is not Llama", path,
                              cfg.model_type);

@@ -6,7 +6,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 typedef struct {
     const sds_safetensors *st;
@@ -62,18 +61,10 @@ static int read_layer(const opt_src *s, const sds_model_config *c, int64_t i, sd
 
 int sds_opt_load_dir(const char *dir, sds_opt_model *m) {
     memset(m, 0, sizeof *m);
-    struct stat sb;
-    if (stat(dir, &sb) != 0)
-        return sds_error_set(SDS_ERR_INPUT, "%s: no such file or directory", dir);
-    if (!S_ISDIR(sb.st_mode))
-        return sds_error_set(SDS_ERR_INPUT,
-                             "%s: not a directory (expected a Hugging Face checkpoint directory "
-                             "with config.json and *.safetensors)",
-                             dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     sds_model_config cfg;
-    SDS_TRY(sds_config_load(path, &cfg));
+    SDS_TRY(sds_config_load_dir(dir, &cfg));
     if (cfg.arch != SDS_ARCH_OPT)
         return sds_error_set(SDS_ERR_INPUT, "%s: model_type \"%s\" is not OPT", path,
                              cfg.model_type);
