@@ -1,6 +1,7 @@
 // sds-mpi: the command-line entry point. Every rank parses the same options; rank 0 speaks.
 #include "agree.h"
 #include "eval.h"
+#include "export.h"
 #include "prune.h"
 #include "runtime.h"
 #include "sds_error.h"
@@ -18,6 +19,7 @@ static const char *usage_text =
     "commands:\n"
     "  eval     perplexity of a model on a text\n"
     "  prune    one-shot pruning (magnitude, Wanda, SparseGPT) of every decoder layer\n"
+    "  export   a model with pruned weights as a Hugging Face directory\n"
     "\n"
     "sds-mpi eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--tokenizer DIR]\n"
     "             [--json FILE] [--weights FILE.h5]\n"
@@ -29,13 +31,26 @@ static const char *usage_text =
     "  --json FILE        also write the result and settings as JSON\n"
     "  --weights FILE.h5  evaluate with the pruned weights of an sds-mpi prune output\n"
     "\n"
-    "sds-mpi prune --model M --calib FILE --method magnitude|wanda|sparsegpt\n"
+    "sds-mpi prune --model M --calib FILE --method magnitude|wanda|sparsegpt|sds\n"
     "              --sparsity 0.5|0.7|2:4|4:8 --out FILE.h5 [--nsamples 128] [--seqlen N]\n"
     "              [--seed 0] [--blocksize 128] [--percdamp 0.01] [--eval FILE]\n"
-    "              [--eval-max-windows K] [--tokenizer DIR] [--json FILE]\n"
+    "              [--eval-max-windows K] [--tokenizer DIR] [--json FILE] [--export-hf DIR]\n"
+    "              [--base sparsegpt|wanda] [--sds-* ...]\n"
     "  --model M          as for eval\n"
     "  --calib FILE       calibration text; windows drawn with SplitMix64(--seed)\n"
-    "  --method NAME      magnitude, wanda or sparsegpt\n"
+    "  --method NAME      magnitude, wanda, sparsegpt, or sds (Sparse-Dense-Sparse over --base)\n"
+    "  --export-hf DIR    also write a Hugging Face directory (config, safetensors, tokenizer)\n"
+    "  --base NAME        SDS's first and second pruning: sparsegpt (default) or wanda\n"
+    "  --sds-target T     re-dense target: dense (W_d X_d, default) or pruned (W_d X_s)\n"
+    "  --sds-mix B        dense target X_t = (1-B) X_s + B X_d, B in [0, 1] (default 1)\n"
+    "  --sds-solver S     re-dense solver: ridge (closed form, default), gd or fista\n"
+    "  --sds-iters N      gd/fista steps (default 200)\n"
+    "  --sds-lr X         gd/fista step in units of 1/L (default 1)\n"
+    "  --sds-l1 X, --sds-l2 X  relative L1 / L2 weights (default 0, 0)\n"
+    "  --sds-adjust-iters N  projected-gradient adjustment steps (default 20)\n"
+    "  --sds-adjust-lr X  their step in units of 1/L (default 1)\n"
+    "  --sds-early-exit   skip the adjustment when the second pruning beats the first\n"
+    "  --sds-no-redense   ablation: prune the first-pruned weights again, no re-dense step\n"
     "  --sparsity S       unstructured fraction (0 < S < 1) or N:M (N zeros in every M)\n"
     "  --out FILE.h5      pruned weights, masks and statistics (HDF5, written atomically)\n"
     "  --nsamples N       calibration windows (default 128)\n"
@@ -46,6 +61,13 @@ static const char *usage_text =
     "  --eval FILE        evaluate dense and pruned perplexity on FILE\n"
     "  --eval-max-windows K  evaluate only the first K windows\n"
     "  --json FILE        also write a JSON summary\n"
+    "\n"
+    "sds-mpi export --model M --weights FILE.h5 --out DIR [--tokenizer DIR]\n"
+    "  --model M          as for eval\n"
+    "  --weights FILE.h5  the sds-mpi prune output whose weights replace the model's\n"
+    "  --out DIR          the directory to create (absent or empty): config.json,\n"
+    "                     model.safetensors in the source's dtypes (F32 from GGUF), tokenizer\n"
+    "  --tokenizer DIR    tokenizer files to copy (default: the model's)\n"
     "\n"
     "exit codes: 0 ok, 1 internal error, 2 usage, 3 input data, 4 numerical failure, 5 I/O,\n"
     "            75 checkpointed (resubmit with --resume)\n";
@@ -112,6 +134,43 @@ static int parse_eval(int argc, char **argv, sds_eval_opts *o) {
     return SDS_OK;
 }
 
+static int parse_export(int argc, char **argv, sds_export_opts *o) {
+    memset(o, 0, sizeof *o);
+    enum { O_MODEL = 256, O_WEIGHTS, O_OUT, O_TOK };
+    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
+                                         {"weights", required_argument, 0, O_WEIGHTS},
+                                         {"out", required_argument, 0, O_OUT},
+                                         {"tokenizer", required_argument, 0, O_TOK},
+                                         {0, 0, 0, 0}};
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL:
+            o->model = optarg;
+            break;
+        case O_WEIGHTS:
+            o->weights = optarg;
+            break;
+        case O_OUT:
+            o->out = optarg;
+            break;
+        case O_TOK:
+            o->tokenizer = optarg;
+            break;
+        default:
+            return unknown_option(argv, optind);
+        }
+    }
+    if (optind < argc)
+        return sds_error_set(SDS_ERR_USAGE, "unexpected argument '%s'", argv[optind]);
+    if (!o->model) return sds_error_set(SDS_ERR_USAGE, "export: --model is required");
+    if (!o->weights) return sds_error_set(SDS_ERR_USAGE, "export: --weights is required");
+    if (!o->out) return sds_error_set(SDS_ERR_USAGE, "export: --out is required");
+    return SDS_OK;
+}
+
 static int parse_double(const char *opt, const char *arg, double lo, double hi, double *out) {
     char *end = NULL;
     errno = 0;
@@ -123,12 +182,26 @@ static int parse_double(const char *opt, const char *arg, double lo, double hi, 
     return SDS_OK;
 }
 
+// A number >= 0 (regularisation weights).
+static int parse_nonneg(const char *opt, const char *arg, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || !end || *end || end == arg || !(v >= 0.0 && v < 1e6))
+        return sds_error_set(SDS_ERR_USAGE, "option %s: \"%s\" is not a number in [0, 1e6)", opt,
+                             arg);
+    *out = v;
+    return SDS_OK;
+}
+
 static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
     memset(o, 0, sizeof *o);
     o->nsamples = 128;
     o->blocksize = 128;
     o->percdamp = 0.01;
-    const char *method = NULL;
+    sds_sds_defaults(&o->sds);
+    const char *method = NULL, *base = NULL;
+    int sds_option = 0; // an --sds-* or --base option was given
     enum {
         O_MODEL = 256,
         O_CALIB,
@@ -143,7 +216,20 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         O_EVAL,
         O_EVALW,
         O_TOK,
-        O_JSON
+        O_JSON,
+        O_EXPORT,
+        O_BASE,
+        O_TARGET,
+        O_SOLVER,
+        O_ITERS,
+        O_LR,
+        O_L1,
+        O_L2,
+        O_AITERS,
+        O_ALR,
+        O_EARLY,
+        O_NOREDENSE,
+        O_MIX
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"calib", required_argument, 0, O_CALIB},
@@ -159,11 +245,25 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                          {"eval-max-windows", required_argument, 0, O_EVALW},
                                          {"tokenizer", required_argument, 0, O_TOK},
                                          {"json", required_argument, 0, O_JSON},
+                                         {"export-hf", required_argument, 0, O_EXPORT},
+                                         {"base", required_argument, 0, O_BASE},
+                                         {"sds-target", required_argument, 0, O_TARGET},
+                                         {"sds-solver", required_argument, 0, O_SOLVER},
+                                         {"sds-iters", required_argument, 0, O_ITERS},
+                                         {"sds-lr", required_argument, 0, O_LR},
+                                         {"sds-l1", required_argument, 0, O_L1},
+                                         {"sds-l2", required_argument, 0, O_L2},
+                                         {"sds-adjust-iters", required_argument, 0, O_AITERS},
+                                         {"sds-adjust-lr", required_argument, 0, O_ALR},
+                                         {"sds-early-exit", no_argument, 0, O_EARLY},
+                                         {"sds-no-redense", no_argument, 0, O_NOREDENSE},
+                                         {"sds-mix", required_argument, 0, O_MIX},
                                          {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
     int c;
     int64_t v;
+    const char *target = NULL, *solver = NULL;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_MODEL:
@@ -210,12 +310,104 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         case O_JSON:
             o->json = optarg;
             break;
+        case O_EXPORT:
+            o->export_hf = optarg;
+            break;
+        case O_BASE:
+            base = optarg;
+            sds_option = 1;
+            break;
+        case O_TARGET:
+            target = optarg;
+            sds_option = 1;
+            break;
+        case O_SOLVER:
+            solver = optarg;
+            sds_option = 1;
+            break;
+        case O_ITERS:
+            SDS_TRY(parse_int("--sds-iters", optarg, 0, &v));
+            o->sds.iters = (int32_t)(v > 1000000 ? 1000000 : v);
+            sds_option = 1;
+            break;
+        case O_LR:
+            SDS_TRY(parse_double("--sds-lr", optarg, 0.0, 2.0, &o->sds.lr));
+            sds_option = 1;
+            break;
+        case O_L1:
+            SDS_TRY(parse_nonneg("--sds-l1", optarg, &o->sds.l1));
+            sds_option = 1;
+            break;
+        case O_L2:
+            SDS_TRY(parse_nonneg("--sds-l2", optarg, &o->sds.l2));
+            sds_option = 1;
+            break;
+        case O_AITERS:
+            SDS_TRY(parse_int("--sds-adjust-iters", optarg, 0, &v));
+            o->sds.adjust_iters = (int32_t)(v > 1000000 ? 1000000 : v);
+            sds_option = 1;
+            break;
+        case O_ALR:
+            SDS_TRY(parse_double("--sds-adjust-lr", optarg, 0.0, 2.0, &o->sds.adjust_lr));
+            sds_option = 1;
+            break;
+        case O_EARLY:
+            o->sds.early_exit = 1;
+            sds_option = 1;
+            break;
+        case O_NOREDENSE:
+            o->sds.redense = 0;
+            sds_option = 1;
+            break;
+        case O_MIX:
+            SDS_TRY(parse_nonneg("--sds-mix", optarg, &o->sds.mix));
+            if (o->sds.mix > 1.0)
+                return sds_error_set(SDS_ERR_USAGE, "option --sds-mix: \"%s\" is not in [0, 1]",
+                                     optarg);
+            sds_option = 1;
+            break;
         default:
             return unknown_option(argv, optind);
         }
     }
     if (optind < argc)
         return sds_error_set(SDS_ERR_USAGE, "unexpected argument '%s'", argv[optind]);
+    if (base) {
+        if (!strcmp(base, "sparsegpt"))
+            o->sds.base = SDS_BASE_SPARSEGPT;
+        else if (!strcmp(base, "wanda"))
+            o->sds.base = SDS_BASE_WANDA;
+        else
+            return sds_error_set(SDS_ERR_USAGE,
+                                 "option --base: \"%s\" is not one of sparsegpt, wanda", base);
+    }
+    if (target) {
+        if (!strcmp(target, "dense"))
+            o->sds.target = SDS_TARGET_DENSE;
+        else if (!strcmp(target, "pruned"))
+            o->sds.target = SDS_TARGET_PRUNED;
+        else
+            return sds_error_set(SDS_ERR_USAGE,
+                                 "option --sds-target: \"%s\" is not one of dense, pruned", target);
+    }
+    if (solver) {
+        if (!strcmp(solver, "ridge"))
+            o->sds.solver = SDS_SOLVER_RIDGE;
+        else if (!strcmp(solver, "gd"))
+            o->sds.solver = SDS_SOLVER_GD;
+        else if (!strcmp(solver, "fista"))
+            o->sds.solver = SDS_SOLVER_FISTA;
+        else
+            return sds_error_set(SDS_ERR_USAGE,
+                                 "option --sds-solver: \"%s\" is not one of ridge, gd, fista",
+                                 solver);
+    }
+    if (o->sds.solver == SDS_SOLVER_RIDGE && o->sds.l1 != 0.0)
+        return sds_error_set(SDS_ERR_USAGE,
+                             "option --sds-l1: the ridge solver has no L1 term (use --sds-solver "
+                             "gd or fista)");
+    o->sds.percdamp = o->percdamp;
+    o->sds.blocksize = o->blocksize;
     if (!o->model) return sds_error_set(SDS_ERR_USAGE, "prune: --model is required");
     if (!o->calib) return sds_error_set(SDS_ERR_USAGE, "prune: --calib is required");
     if (!o->out) return sds_error_set(SDS_ERR_USAGE, "prune: --out is required");
@@ -227,9 +419,17 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         o->method = SDS_METHOD_WANDA;
     else if (!strcmp(method, "sparsegpt"))
         o->method = SDS_METHOD_SPARSEGPT;
+    else if (!strcmp(method, "sds"))
+        o->method = SDS_METHOD_SDS;
     else
         return sds_error_set(SDS_ERR_USAGE,
-                             "option --method: \"%s\" is not one of magnitude, wanda, sparsegpt",
+                             "option --method: \"%s\" is not one of magnitude, wanda, sparsegpt, "
+                             "sds",
+                             method);
+    if (sds_option && o->method != SDS_METHOD_SDS)
+        return sds_error_set(SDS_ERR_USAGE,
+                             "options --base and --sds-* apply only to --method sds (got --method "
+                             "%s)",
                              method);
     return SDS_OK;
 }
@@ -262,6 +462,10 @@ int main(int argc, char **argv) {
             sds_runtime_blas_threads(comm);
             rc = sds_prune_run(comm, &o);
         }
+    } else if (!strcmp(argv[1], "export")) {
+        sds_export_opts o;
+        rc = sds_agree(comm, parse_export(argc - 1, argv + 1, &o));
+        if (rc == SDS_OK) rc = sds_export_run(comm, &o);
     } else {
         sds_error_set(SDS_ERR_USAGE, "unknown command '%s' (see sds-mpi --help)", argv[1]);
         rc = sds_agree(comm, SDS_ERR_USAGE);

@@ -5,6 +5,7 @@
 #include "calib.h"
 #include "eval.h"
 #include "h5out.h"
+#include "hf_export.h"
 #include "hessian.h"
 #include "magnitude.h"
 #include "model_load.h"
@@ -14,8 +15,10 @@
 #include "text_ids.h"
 #include "wanda.h"
 
+#include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +30,8 @@ const char *sds_method_name(sds_method m) {
         return "wanda";
     case SDS_METHOD_SPARSEGPT:
         return "sparsegpt";
+    case SDS_METHOD_SDS:
+        return "sds";
     default:
         return "?";
     }
@@ -38,16 +43,22 @@ typedef struct {
     char name[96]; // Hugging Face module name, e.g. model.layers.3.mlp.down_proj
 } sublayer_report;
 
-// The capture hook: every input a sublayer group sees goes into that group's statistics.
+// The capture hook: every input a sublayer group sees goes into that group's statistics, or,
+// when copy is set (SDS with the dense target), into copy[group] (T, cols) so that the pruned
+// and the dense path's inputs of one sequence can be combined into the cross Gram.
 typedef struct {
     sds_hessian *h; // SDS_CAPTURE_GROUPS entries
+    float **copy;   // NULL, or SDS_CAPTURE_GROUPS buffers of (T, cols)
     int rc;
 } capture_ctx;
 
 static void capture_add(void *ctx, int32_t group, const float *x, int64_t T, int64_t cols) {
     capture_ctx *c = ctx;
     SDS_ASSERT(group >= 0 && group < SDS_CAPTURE_GROUPS && c->h[group].cols == cols);
-    if (c->rc == SDS_OK) c->rc = sds_hessian_add(&c->h[group], x, 1, T);
+    if (c->copy)
+        memcpy(c->copy[group], x, (size_t)(T * cols) * sizeof(float));
+    else if (c->rc == SDS_OK)
+        c->rc = sds_hessian_add(&c->h[group], x, 1, T);
 }
 
 // 64-bit FNV-1a, for the fingerprint of model, calibration and options.
@@ -69,6 +80,21 @@ static json_t *options_json(const sds_prune_opts *o, int nranks) {
     json_object_set_new(j, "blocksize", json_integer(o->blocksize));
     json_object_set_new(j, "percdamp", json_real(o->percdamp));
     json_object_set_new(j, "ranks", json_integer(nranks));
+    if (o->method == SDS_METHOD_SDS) {
+        const sds_sds_opts *s = &o->sds;
+        json_object_set_new(j, "base", json_string(sds_base_name(s->base)));
+        json_object_set_new(j, "sds_target", json_string(sds_target_name(s->target)));
+        json_object_set_new(j, "sds_mix", json_real(s->mix));
+        json_object_set_new(j, "sds_solver", json_string(sds_solver_name(s->solver)));
+        json_object_set_new(j, "sds_iters", json_integer(s->iters));
+        json_object_set_new(j, "sds_lr", json_real(s->lr));
+        json_object_set_new(j, "sds_l1", json_real(s->l1));
+        json_object_set_new(j, "sds_l2", json_real(s->l2));
+        json_object_set_new(j, "sds_adjust_iters", json_integer(s->adjust_iters));
+        json_object_set_new(j, "sds_adjust_lr", json_real(s->adjust_lr));
+        json_object_set_new(j, "sds_early_exit", json_boolean(s->early_exit));
+        json_object_set_new(j, "sds_redense", json_boolean(s->redense));
+    }
     return j;
 }
 
@@ -97,9 +123,36 @@ static int calibration_tokens(const sds_prune_opts *o, const sds_model *m, int32
     return SDS_OK;
 }
 
+// SparseGPT on one whole sublayer: preparation turns its H into U, and q/k/v share one H, so
+// it works on a copy.
+static int sparsegpt_sublayer(const sds_prune_opts *o, sds_linear_ref r, const float *H,
+                              uint8_t *mask, double *damping) {
+    float *U = sds_malloc((size_t)(r.cols * r.cols) * sizeof(float), "SparseGPT factor");
+    if (!U) return SDS_ERR_IO;
+    memcpy(U, H, (size_t)(r.cols * r.cols) * sizeof(float));
+    sds_sparsegpt_info info;
+    int rc =
+        sds_sparsegpt_prepare(U, r.cols, r.w, r.rows, o->percdamp, SDS_SPARSEGPT_MAX_TRIES, &info);
+    if (rc == SDS_OK) {
+        sds_sparsegpt_local loc = {U, r.cols};
+        rc = sds_sparsegpt_sweep(r.w, r.rows, r.rows, r.cols, o->pattern, o->blocksize,
+                                 sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &loc, mask);
+        *damping = info.percdamp;
+    }
+    free(U);
+    return rc;
+}
+
+static void add_extra(sds_h5out_stats *st, const char *name, double v) {
+    SDS_ASSERT(st->n_extra < SDS_H5OUT_MAX_EXTRA);
+    snprintf(st->extra_name[st->n_extra], sizeof st->extra_name[0], "%s", name);
+    st->extra[st->n_extra++] = v;
+}
+
 // Owner rank: prunes one sublayer in place with the group's statistics; fills st and mask.
+// K, Gtt: SDS's cross Gram and target Gram (dense target), else NULL.
 static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
-                          uint8_t *mask, sds_h5out_stats *st) {
+                          const float *K, const float *Gtt, uint8_t *mask, sds_h5out_stats *st) {
     const size_t numel = (size_t)(r.rows * r.cols);
     float *dense = sds_malloc(numel * sizeof(float), "dense weights");
     if (!dense) return SDS_ERR_IO;
@@ -113,42 +166,53 @@ static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_h
     case SDS_METHOD_WANDA:
         rc = sds_wanda_prune(r.w, r.rows, r.cols, h->wanda, o->pattern, mask);
         break;
-    case SDS_METHOD_SPARSEGPT: {
-        // preparation turns its H into U, and q/k/v share one H: work on a copy
-        float *U = sds_malloc((size_t)(r.cols * r.cols) * sizeof(float), "SparseGPT factor");
-        if (!U) {
-            rc = SDS_ERR_IO;
-            break;
-        }
-        memcpy(U, h->H, (size_t)(r.cols * r.cols) * sizeof(float));
-        sds_sparsegpt_info info;
-        rc = sds_sparsegpt_prepare(U, r.cols, r.w, r.rows, o->percdamp, SDS_SPARSEGPT_MAX_TRIES,
-                                   &info);
-        if (rc == SDS_OK) {
-            sds_sparsegpt_local loc = {U, r.cols};
-            rc = sds_sparsegpt_sweep(r.w, r.rows, r.rows, r.cols, o->pattern, o->blocksize,
-                                     sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &loc,
-                                     mask);
-            st->damping = info.percdamp;
-        }
-        free(U);
+    case SDS_METHOD_SPARSEGPT:
+        rc = sparsegpt_sublayer(o, r, h->H, mask, &st->damping);
+        break;
+    case SDS_METHOD_SDS: {
+        if (o->sds.base == SDS_BASE_WANDA)
+            rc = sds_wanda_prune(r.w, r.rows, r.cols, h->wanda, o->pattern, mask);
+        else
+            rc = sparsegpt_sublayer(o, r, h->H, mask, &st->damping);
+        if (rc != SDS_OK) break;
+        const sds_problem p = {r.rows, r.cols, dense, h->H, K, Gtt, h->wanda};
+        sds_sds_info info;
+        rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
+        if (rc != SDS_OK) break;
+        st->rel_err_first = info.rel_err_first;
+        st->rel_err_final = info.rel_err_final;
+        add_extra(st, "rel_err_redense", info.rel_err_redense);
+        add_extra(st, "rel_err_second", info.rel_err_second);
+        add_extra(st, "rel_err_sds", info.rel_err_sds);
+        add_extra(st, "kept_sds", info.kept_sds);
+        add_extra(st, "adjust_steps", info.adjust_steps);
         break;
     }
     }
     double err = 0.0;
-    if (rc == SDS_OK) rc = sds_hessian_recon_error(h->H, r.cols, dense, r.w, r.rows, &err);
+    if (rc == SDS_OK && o->method != SDS_METHOD_SDS)
+        rc = sds_hessian_recon_error(h->H, r.cols, dense, r.w, r.rows, &err);
     free(dense);
     if (rc != SDS_OK) return rc;
     size_t zeros = 0;
     for (size_t i = 0; i < numel; i++) zeros += r.w[i] == 0.0f;
     st->sparsity = (double)zeros / (double)numel;
-    st->rel_err_first = err;
-    st->rel_err_final = err;
+    if (o->method != SDS_METHOD_SDS) {
+        st->rel_err_first = err;
+        st->rel_err_final = err;
+    }
     return SDS_OK;
 }
 
+static double extra_of(const sds_h5out_stats *st, const char *name) {
+    for (int32_t i = 0; i < st->n_extra; i++)
+        if (!strcmp(st->extra_name[i], name)) return st->extra[i];
+    return 0.0;
+}
+
 static int write_summary(const sds_prune_opts *o, int nranks, const sublayer_report *rep,
-                         int64_t n_rep, double seconds, double ppl_dense, double ppl_pruned) {
+                         int64_t n_rep, double seconds, double ppl_dense, double ppl_pruned,
+                         double peak_mib) {
     json_t *root = json_object();
     json_object_set_new(root, "command", json_string("prune"));
     json_object_set_new(root, "options", options_json(o, nranks));
@@ -160,12 +224,16 @@ static int write_summary(const sds_prune_opts *o, int nranks, const sublayer_rep
         json_object_set_new(s, "layer", json_integer(rep[i].st.layer));
         json_object_set_new(s, "sparsity", json_real(rep[i].st.sparsity));
         json_object_set_new(s, "rel_err", json_real(rep[i].st.rel_err_final));
+        json_object_set_new(s, "rel_err_first", json_real(rep[i].st.rel_err_first));
+        for (int32_t k = 0; k < rep[i].st.n_extra; k++)
+            json_object_set_new(s, rep[i].st.extra_name[k], json_real(rep[i].st.extra[k]));
         json_object_set_new(s, "damping", json_real(rep[i].st.damping));
         json_object_set_new(s, "seconds", json_real(rep[i].st.seconds));
         json_array_append_new(subs, s);
     }
     json_object_set_new(root, "sublayers", subs);
     json_object_set_new(root, "seconds", json_real(seconds));
+    json_object_set_new(root, "peak_rss_mib_max", json_real(peak_mib));
     if (o->eval) {
         json_object_set_new(root, "eval_text", json_string(o->eval));
         json_object_set_new(root, "perplexity_dense", json_real(ppl_dense));
@@ -193,8 +261,12 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     sds_prune_opts o = *o_in;
     const double t_start = sds_now();
 
+    // an --export-hf directory that would be refused at the end is refused before any work
+    int rc =
+        sds_agree(comm, rank == 0 && o.export_hf ? sds_hf_export_check_out(o.export_hf) : SDS_OK);
+    if (rc != SDS_OK) return rc;
     sds_model m;
-    int rc = sds_agree(comm, sds_model_load(o.model, &m));
+    rc = sds_agree(comm, sds_model_load(o.model, &m));
     if (rc != SDS_OK) return rc;
     const int64_t max_pos = m.cfg.max_position_embeddings;
     if (o.seqlen == 0) o.seqlen = max_pos < 2048 ? max_pos : 2048;
@@ -249,20 +321,27 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         if (rc != SDS_OK) goto out_early;
     }
 
+    // SDS with the dense target carries the dense model's activations beside the pruned ones
+    const int is_sds = o.method == SDS_METHOD_SDS;
+    const int two_paths = is_sds && o.sds.target == SDS_TARGET_DENSE;
+    const int wanda_stat = o.method == SDS_METHOD_WANDA || (is_sds && o.sds.base == SDS_BASE_WANDA);
+    const size_t act_bytes = (size_t)((n_local ? n_local : 1) * T * C) * sizeof(float);
     sds_model_work w;
-    float *inps = sds_malloc((size_t)((n_local ? n_local : 1) * T * C) * sizeof(float),
-                             "calibration activations");
+    float *inps = sds_malloc(act_bytes, "calibration activations");
+    float *inps_d = two_paths ? sds_malloc(act_bytes, "dense calibration activations") : NULL;
     float *x = sds_malloc((size_t)(T * C) * sizeof(float), "activations");
     rc = sds_model_work_alloc(&w, &m, T);
-    if (rc == SDS_OK && (!inps || !x)) rc = SDS_ERR_IO;
+    if (rc == SDS_OK && (!inps || !x || (two_paths && !inps_d))) rc = SDS_ERR_IO;
     rc = sds_agree(comm, rc);
     if (rc != SDS_OK) {
         free(inps);
+        free(inps_d);
         free(x);
         goto out_early;
     }
     for (int64_t s = 0; s < n_local; s++)
         sds_model_embed(&m, samples + (lo + s) * T, T, inps + s * T * C, &w);
+    if (two_paths) memcpy(inps_d, inps, act_bytes);
 
     sds_h5out *h5 = NULL;
     rc = sds_h5out_create(comm, o.out, &h5);
@@ -274,6 +353,7 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         if (h5) sds_h5out_close(h5, 0);
         free(rep);
         free(inps);
+        free(inps_d);
         free(x);
         sds_model_work_free(&w);
         goto out_early;
@@ -284,6 +364,12 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         printf("prune %s: %s at %s, %lld x %lld calibration tokens over %d rank%s\n", o.model,
                sds_method_name(o.method), pat, (long long)o.nsamples, (long long)T, size,
                size > 1 ? "s" : "");
+        if (is_sds)
+            printf("SDS over %s: target %s, re-dense %s%s, %d adjustment steps%s\n",
+                   sds_base_name(o.sds.base), sds_target_name(o.sds.target),
+                   o.sds.redense ? sds_solver_name(o.sds.solver) : "off",
+                   o.sds.solver == SDS_SOLVER_RIDGE ? "" : " (iterative)", o.sds.adjust_iters,
+                   o.sds.early_exit ? ", early exit" : "");
         printf("%5s  %-22s %-10s %-7s %9s %11s %9s %8s\n", "layer", "sublayer", "method", "pattern",
                "sparsity", "rel.error", "damping", "seconds");
         fflush(stdout);
@@ -292,31 +378,82 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     const double t_layers = sds_now();
     for (int64_t l = 0; l < L && rc == SDS_OK; l++) {
         // 1. statistics of the dense layer on the pruned model's activations
-        sds_hessian h[SDS_CAPTURE_GROUPS];
+        //    (SDS, dense target: also the dense path's Gram G_tt and the cross Gram K = X_s^T X_d
+        //    per group, and the dense path advances through the still dense layer)
+        sds_hessian h[SDS_CAPTURE_GROUPS], hd[SDS_CAPTURE_GROUPS];
+        float *K[SDS_CAPTURE_GROUPS] = {0}, *xs_buf[SDS_CAPTURE_GROUPS] = {0},
+              *xd_buf[SDS_CAPTURE_GROUPS] = {0};
         memset(h, 0, sizeof h);
-        int32_t flags = SDS_HESSIAN_GRAM | (o.method == SDS_METHOD_WANDA ? SDS_HESSIAN_WANDA : 0);
+        memset(hd, 0, sizeof hd);
+        int32_t flags = SDS_HESSIAN_GRAM | (wanda_stat ? SDS_HESSIAN_WANDA : 0);
         for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
             sds_linear_ref r = sds_model_linear(&m, l, i);
-            if (h[r.group].cols == 0) rc = sds_hessian_init(&h[r.group], r.cols, flags);
+            const int32_t g = r.group;
+            if (h[g].cols != 0) continue;
+            rc = sds_hessian_init(&h[g], r.cols, flags);
+            if (rc == SDS_OK && two_paths) {
+                rc = sds_hessian_init(&hd[g], r.cols, SDS_HESSIAN_GRAM);
+                K[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
+                xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
+                xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
+                if (rc == SDS_OK && (!K[g] || !xs_buf[g] || !xd_buf[g])) rc = SDS_ERR_IO;
+            }
         }
-        capture_ctx cc = {h, rc};
+        capture_ctx cc = {h, NULL, rc};
         sds_capture cap = {capture_add, &cc};
         sds_model_work_set_capture(&w, &cap);
         for (int64_t s = 0; s < n_local && cc.rc == SDS_OK; s++) {
             memcpy(x, inps + s * T * C, (size_t)(T * C) * sizeof(float));
+            if (!two_paths) {
+                sds_model_layer_forward(&m, l, x, T, &w);
+                continue;
+            }
+            cc.copy = xs_buf;
             sds_model_layer_forward(&m, l, x, T, &w);
+            cc.copy = xd_buf;
+            sds_model_layer_forward(&m, l, inps_d + s * T * C, T, &w);
+            cc.copy = NULL;
+            for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && cc.rc == SDS_OK; g++) {
+                if (h[g].cols == 0) continue;
+                const int cg = (int)h[g].cols;
+                cc.rc = sds_hessian_add(&h[g], xs_buf[g], 1, T);
+                if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hd[g], xd_buf[g], 1, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f,
+                            xs_buf[g], cg, xd_buf[g], cg, 1.0f, K[g], cg);
+            }
         }
         sds_model_work_set_capture(&w, NULL);
         rc = sds_agree(comm, cc.rc);
         for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && rc == SDS_OK; g++) {
             if (h[g].cols == 0) continue;
+            const int n2 = (int)(h[g].cols * h[g].cols);
             // sums over every rank's sequences (upper triangle of X^T X, sum of squares)
-            MPI_Allreduce(MPI_IN_PLACE, h[g].H, (int)(h[g].cols * h[g].cols), MPI_FLOAT, MPI_SUM,
-                          comm);
+            MPI_Allreduce(MPI_IN_PLACE, h[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
             if (h[g].sq)
                 MPI_Allreduce(MPI_IN_PLACE, h[g].sq, (int)h[g].cols, MPI_DOUBLE, MPI_SUM, comm);
             h[g].nseq = o.nsamples;
             rc = sds_agree(comm, sds_hessian_finish(&h[g]));
+            if (rc == SDS_OK && two_paths) {
+                MPI_Allreduce(MPI_IN_PLACE, hd[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
+                MPI_Allreduce(MPI_IN_PLACE, K[g], n2, MPI_FLOAT, MPI_SUM, comm);
+                hd[g].nseq = o.nsamples;
+                const float scale = (float)(2.0 / (double)o.nsamples); // as the Hessian's
+                for (int i2 = 0; i2 < n2; i2++) K[g][i2] *= scale;
+                rc = sds_agree(comm, sds_hessian_finish(&hd[g]));
+                // a partial target X_t = (1 - b) X_s + b X_d: K = X_s^T X_t, G_tt = X_t^T X_t
+                const double b = o.sds.mix;
+                const int64_t cg = h[g].cols;
+                for (int64_t i2 = 0; rc == SDS_OK && b != 1.0 && i2 < cg; i2++)
+                    for (int64_t j2 = i2; j2 < cg; j2++) {
+                        const double gs = h[g].H[i2 * cg + j2], gd = hd[g].H[i2 * cg + j2];
+                        const double kij = K[g][i2 * cg + j2], kji = K[g][j2 * cg + i2];
+                        const float tt = (float)((1 - b) * (1 - b) * gs +
+                                                 b * (1 - b) * (kij + kji) + b * b * gd);
+                        hd[g].H[i2 * cg + j2] = hd[g].H[j2 * cg + i2] = tt;
+                        K[g][i2 * cg + j2] = (float)((1 - b) * gs + b * kij);
+                        K[g][j2 * cg + i2] = (float)((1 - b) * gs + b * kji);
+                    }
+            }
         }
         if (rank == 0)
             for (int32_t i = 0; i < n_lin; i++) {
@@ -338,7 +475,9 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             int lrc = SDS_OK;
             if (rank == owner) {
                 mask = sds_calloc((size_t)(r.rows * r.cols), 1, "mask");
-                lrc = mask ? prune_sublayer(&o, r, &h[r.group], mask, &rp->st) : SDS_ERR_IO;
+                lrc = mask ? prune_sublayer(&o, r, &h[r.group], K[r.group],
+                                            two_paths ? hd[r.group].H : NULL, mask, &rp->st)
+                           : SDS_ERR_IO;
                 if (lrc != SDS_OK) {
                     char msg[1024];
                     snprintf(msg, sizeof msg, "%s", sds_error_message());
@@ -361,20 +500,31 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             if (rank == 0 && rc == SDS_OK) {
                 const double done = (double)(l * n_lin + i + 1), all = (double)(L * n_lin);
                 const double el = sds_now() - t_layers;
-                printf("%5lld  %-22s %-10s %-7s %8.2f%% %11.4e %9.2g %8.2f  ETA %.0fs\n",
+                char sds_note[96] = "";
+                if (is_sds)
+                    snprintf(sds_note, sizeof sds_note, "  first %.4e %s", rp->st.rel_err_first,
+                             extra_of(&rp->st, "kept_sds") > 0.5 ? "-> SDS" : "(kept)");
+                printf("%5lld  %-22s %-10s %-7s %8.2f%% %11.4e %9.2g %8.2f%s  ETA %.0fs\n",
                        (long long)l, r.name, rp->st.method, rp->st.pattern, 100.0 * rp->st.sparsity,
-                       rp->st.rel_err_final, rp->st.damping, rp->st.seconds,
+                       rp->st.rel_err_final, rp->st.damping, rp->st.seconds, sds_note,
                        el / done * (all - done));
                 fflush(stdout);
             }
         }
-        for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) sds_hessian_free(&h[g]);
+        for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
+            sds_hessian_free(&h[g]);
+            sds_hessian_free(&hd[g]);
+            free(K[g]);
+            free(xs_buf[g]);
+            free(xd_buf[g]);
+        }
 
         // 3. the pruned layer's outputs are the next layer's inputs
         for (int64_t s = 0; s < n_local && rc == SDS_OK; s++)
             sds_model_layer_forward(&m, l, inps + s * T * C, T, &w);
     }
     free(inps);
+    free(inps_d);
     free(x);
     sds_model_work_free(&w);
 
@@ -390,7 +540,23 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         int crc = sds_h5out_close(h5, rc == SDS_OK);
         if (rc == SDS_OK) rc = sds_agree(comm, crc);
     }
+    if (rc == SDS_OK && o.export_hf) {
+        // rank 0 writes the Hugging Face directory from its (complete) copy of the model
+        int erc = SDS_OK;
+        if (rank == 0) {
+            erc = sds_hf_export(&m, o.model, o.tokenizer, o.export_hf);
+            if (erc == SDS_OK) printf("exported %s\n", o.export_hf);
+            fflush(stdout);
+        }
+        rc = sds_agree(comm, erc);
+    }
     const double seconds = sds_now() - t_start;
+    // peak resident memory, the largest over the ranks (SPEC 4: the run reports what it used)
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double peak_mib = (double)ru.ru_maxrss / 1024.0, peak_sum = peak_mib;
+    MPI_Allreduce(MPI_IN_PLACE, &peak_mib, 1, MPI_DOUBLE, MPI_MAX, comm);
+    MPI_Allreduce(MPI_IN_PLACE, &peak_sum, 1, MPI_DOUBLE, MPI_SUM, comm);
     if (rc == SDS_OK && rank == 0) {
         // final table: per sublayer name, mean over layers
         printf("\nsummary (mean over %lld layers)\n%-22s %9s %11s\n", (long long)L, "sublayer",
@@ -404,7 +570,22 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             printf("%-22s %8.2f%% %11.4e\n", sds_model_linear(&m, 0, i).name, 100.0 * sp / L,
                    er / L);
         }
+        if (is_sds) {
+            int64_t kept = 0;
+            double first = 0.0, final = 0.0;
+            for (int64_t k = 0; k < L * n_lin; k++) {
+                kept += extra_of(&rep[k].st, "kept_sds") > 0.5;
+                first += rep[k].st.rel_err_first;
+                final += rep[k].st.rel_err_final;
+            }
+            printf("SDS kept in %lld of %lld sublayers (the first pruning in the others); mean "
+                   "rel.error %.4e -> %.4e\n",
+                   (long long)kept, (long long)(L * n_lin), first / (double)(L * n_lin),
+                   final / (double)(L * n_lin));
+        }
         printf("wrote %s in %.1fs\n", o.out, seconds);
+        printf("peak memory: %.1f MiB on the largest rank, %.1f MiB over all %d\n", peak_mib,
+               peak_sum, size);
         fflush(stdout);
     }
     if (rc == SDS_OK && o.eval) {
@@ -416,9 +597,9 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         }
     }
     if (rc == SDS_OK && o.json) {
-        int jrc = rank == 0
-                      ? write_summary(&o, size, rep, L * n_lin, seconds, ppl_dense, ppl_pruned)
-                      : SDS_OK;
+        int jrc = rank == 0 ? write_summary(&o, size, rep, L * n_lin, seconds, ppl_dense,
+                                            ppl_pruned, peak_mib)
+                            : SDS_OK;
         rc = sds_agree(comm, jrc);
     }
     free(rep);

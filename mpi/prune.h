@@ -1,11 +1,17 @@
 // sds-mpi prune: one-shot pruning of every decoder layer (SPEC 2.1), layer after layer.
 #pragma once
 #include "pattern.h"
+#include "sds.h"
 
 #include <mpi.h>
 #include <stdint.h>
 
-typedef enum { SDS_METHOD_MAGNITUDE = 0, SDS_METHOD_WANDA, SDS_METHOD_SPARSEGPT } sds_method;
+typedef enum {
+    SDS_METHOD_MAGNITUDE = 0,
+    SDS_METHOD_WANDA,
+    SDS_METHOD_SPARSEGPT,
+    SDS_METHOD_SDS // Sparse-Dense-Sparse over sds.base (src/sds.h)
+} sds_method;
 
 typedef struct {
     const char *model;     // checkpoint directory or GGUF file
@@ -23,6 +29,8 @@ typedef struct {
     int64_t blocksize;        // SparseGPT column block B
     double percdamp;          // SparseGPT relative damping
     int64_t eval_max_windows; // --eval-max-windows (0: all)
+    const char *export_hf;    // NULL, or a Hugging Face directory to export to
+    sds_sds_opts sds;         // --method sds: base, target, solver, ...
 } sds_prune_opts;
 
 const char *sds_method_name(sds_method m);

@@ -14,3 +14,14 @@ target_link_libraries(bench_prune_kernels PRIVATE sds_mpi)
 add_test(NAME prune_e2e COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_prune.py)
 set_tests_properties(prune_e2e PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf
                      PROCESSORS 2 TIMEOUT 900)
+
+# SDS (SPEC 2.6) on the golden inputs: never worse than its base, better on average.
+add_executable(test_sds_golden ${CMAKE_CURRENT_SOURCE_DIR}/test_sds_golden.c)
+target_link_libraries(test_sds_golden PRIVATE sds_io)
+add_test(NAME sds_golden COMMAND test_sds_golden ${SDS_SHARED}/golden)
+set_tests_properties(sds_golden PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" TIMEOUT 600)
+
+# sds-mpi prune --method sds end to end on generated OPT and Llama checkpoints.
+add_test(NAME sds_e2e COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_sds.py)
+set_tests_properties(sds_e2e PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf
+                     PROCESSORS 2 TIMEOUT 900)

@@ -1,0 +1,362 @@
+#include "sds.h"
+
+#include "magnitude.h"
+#include "sds_error.h"
+#include "sparsegpt.h"
+#include "wanda.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// LAPACK (Fortran, column-major); the trailing size_t is gfortran's hidden length of `uplo`.
+extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info,
+                    size_t uplo_len);
+extern void spotrs_(const char *uplo, const int *n, const int *nrhs, const float *a, const int *lda,
+                    float *b, const int *ldb, int *info, size_t uplo_len);
+
+void sds_sds_defaults(sds_sds_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->base = SDS_BASE_SPARSEGPT;
+    o->target = SDS_TARGET_DENSE;
+    o->solver = SDS_SOLVER_RIDGE;
+    o->iters = 200;
+    o->lr = 1.0;
+    o->l1 = 0.0;
+    o->l2 = 0.0;
+    o->adjust_iters = 20;
+    o->adjust_lr = 1.0;
+    o->early_exit = 0;
+    o->redense = 1;
+    o->mix = 1.0;
+    o->percdamp = SDS_SPARSEGPT_PERCDAMP;
+    o->blocksize = SDS_SPARSEGPT_BLOCK;
+}
+
+const char *sds_target_name(sds_target t) {
+    return t == SDS_TARGET_DENSE ? "dense" : "pruned";
+}
+const char *sds_solver_name(sds_solver s) {
+    return s == SDS_SOLVER_GD ? "gd" : s == SDS_SOLVER_FISTA ? "fista" : "ridge";
+}
+const char *sds_base_name(sds_base b) {
+    return b == SDS_BASE_WANDA ? "wanda" : "sparsegpt";
+}
+
+// The fixed parts of a problem: S = W_d (G - K^T), c0, e_tt, lambda_max(G).
+typedef struct {
+    const sds_problem *p;
+    float *S; // (rows, cols), NULL for target (a)
+    double c0, e_tt, lmax;
+    double wd_l1, wd_l2; // |W_d|_1, |W_d|_F^2
+} fixed;
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+// out (rows, cols) = A (rows, cols) * M (cols, cols), M symmetric or not (as given, row-major).
+static void mul(const float *A, int64_t rows, int64_t cols, const float *M, float *out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, A,
+                (int)cols, M, (int)cols, 0.0f, out, (int)cols);
+}
+
+// Largest eigenvalue of the symmetric G by power iteration (deterministic start), in double.
+static double lambda_max(const float *G, int64_t n) {
+    float *v = malloc((size_t)n * sizeof(float)), *u = malloc((size_t)n * sizeof(float));
+    double lam = 0.0;
+    if (!v || !u) {
+        // the bound max row sum is always safe
+        for (int64_t i = 0; i < n; i++) {
+            double s = 0.0;
+            for (int64_t j = 0; j < n; j++) s += fabs(G[i * n + j]);
+            if (s > lam) lam = s;
+        }
+        free(v);
+        free(u);
+        return lam;
+    }
+    for (int64_t i = 0; i < n; i++) v[i] = 1.0f / sqrtf((float)n) * (1.0f + 0.01f * (float)(i % 7));
+    for (int it = 0; it < 60; it++) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)n, 1.0f, G, (int)n, v, 1, 0.0f, u, 1);
+        double nu = sqrt(dot(u, u, (size_t)n)), nv = sqrt(dot(v, v, (size_t)n));
+        lam = nv > 0.0 ? nu / nv : 0.0;
+        if (nu == 0.0) break;
+        for (int64_t i = 0; i < n; i++) v[i] = (float)(u[i] / nu);
+    }
+    free(v);
+    free(u);
+    return lam * 1.02; // power iteration approaches from below
+}
+
+static int fixed_init(fixed *f, const sds_problem *p) {
+    memset(f, 0, sizeof *f);
+    f->p = p;
+    const int64_t R = p->rows, C = p->cols;
+    const size_t nw = (size_t)(R * C), ng = (size_t)(C * C);
+    float *T = sds_malloc(nw * sizeof(float), "SDS scratch");
+    if (!T) return SDS_ERR_IO;
+    if (p->K) {
+        float *M = sds_malloc(ng * sizeof(float), "SDS cross Gram");
+        f->S = sds_malloc(nw * sizeof(float), "SDS target term");
+        if (!M || !f->S) {
+            free(M);
+            free(T);
+            free(f->S);
+            f->S = NULL;
+            return SDS_ERR_IO;
+        }
+        for (int64_t i = 0; i < C; i++)
+            for (int64_t j = 0; j < C; j++) M[i * C + j] = p->G[i * C + j] - p->K[j * C + i];
+        mul(p->Wd, R, C, M, f->S);
+        // N = G - K - K^T + Gtt = M - K + Gtt
+        for (size_t i = 0; i < ng; i++) M[i] = M[i] - p->K[i] + p->Gtt[i];
+        mul(p->Wd, R, C, M, T);
+        f->c0 = dot(p->Wd, T, nw);
+        free(M);
+        mul(p->Wd, R, C, p->Gtt, T);
+        f->e_tt = dot(p->Wd, T, nw);
+    } else {
+        mul(p->Wd, R, C, p->G, T);
+        f->e_tt = dot(p->Wd, T, nw);
+        f->c0 = 0.0;
+    }
+    free(T);
+    f->lmax = lambda_max(p->G, C);
+    for (size_t i = 0; i < nw; i++) {
+        f->wd_l1 += fabs(p->Wd[i]);
+        f->wd_l2 += (double)p->Wd[i] * p->Wd[i];
+    }
+    return SDS_OK;
+}
+
+static void fixed_free(fixed *f) {
+    free(f->S);
+}
+
+// err(W) with D = W - W_d written to D and D G to DG (both rows x cols).
+static double err_of(const fixed *f, const float *W, float *D, float *DG) {
+    const sds_problem *p = f->p;
+    const size_t nw = (size_t)(p->rows * p->cols);
+    for (size_t i = 0; i < nw; i++) D[i] = W[i] - p->Wd[i];
+    mul(D, p->rows, p->cols, p->G, DG);
+    double e = dot(D, DG, nw) + f->c0;
+    if (f->S) e += 2.0 * dot(D, f->S, nw);
+    return e > 0.0 ? e : 0.0;
+}
+
+static double rel(const fixed *f, double e) {
+    return f->e_tt > 0.0 ? e / f->e_tt : 0.0;
+}
+
+int sds_sds_rel_error(const sds_problem *p, const float *W, double *r) {
+    fixed f;
+    SDS_TRY(fixed_init(&f, p));
+    const size_t nw = (size_t)(p->rows * p->cols);
+    float *D = sds_malloc(nw * sizeof(float), "SDS scratch");
+    float *DG = sds_malloc(nw * sizeof(float), "SDS scratch");
+    int rc = D && DG ? SDS_OK : SDS_ERR_IO;
+    if (rc == SDS_OK) *r = rel(&f, err_of(&f, W, D, DG));
+    free(D);
+    free(DG);
+    fixed_free(&f);
+    return rc;
+}
+
+// Ridge: D (G + (l2' + damp) I) = -(S + l2' W_d); W = W_d + D. Retries with 10x damping when
+// the factorisation fails, like SparseGPT.
+static int redense_ridge(const fixed *f, const sds_sds_opts *o, float *W) {
+    const sds_problem *p = f->p;
+    const int64_t R = p->rows, C = p->cols;
+    const size_t nw = (size_t)(R * C), ng = (size_t)(C * C);
+    const double l2p = f->wd_l2 > 0.0 ? o->l2 * f->e_tt / f->wd_l2 : 0.0;
+    if (!f->S && l2p == 0.0) { // target (a) without L2: the optimum is W_d itself
+        memcpy(W, p->Wd, nw * sizeof(float));
+        return SDS_OK;
+    }
+    double mean_diag = 0.0;
+    for (int64_t j = 0; j < C; j++) mean_diag += p->G[j * C + j];
+    mean_diag /= (double)C;
+    float *A = sds_malloc(ng * sizeof(float), "SDS ridge matrix");
+    if (!A) return SDS_ERR_IO;
+    const int n = (int)C, nrhs = (int)R;
+    int info = 1;
+    double pd = o->percdamp;
+    for (int tries = 0; tries < SDS_SPARSEGPT_MAX_TRIES && info != 0; tries++, pd *= 10.0) {
+        memcpy(A, p->G, ng * sizeof(float));
+        const float add = (float)(l2p + pd * mean_diag);
+        for (int64_t j = 0; j < C; j++) A[j * C + j] += add > 0.0f ? add : 1e-30f;
+        spotrf_("L", &n, A, &n, &info, 1);
+    }
+    if (info != 0) {
+        free(A);
+        return sds_error_set(SDS_ERR_NUMERIC,
+                             "SDS re-dense: G + damping is not positive definite after %d tries",
+                             SDS_SPARSEGPT_MAX_TRIES);
+    }
+    // right-hand side, row-major (rows, cols) = column-major (cols, rows) = B^T
+    for (size_t i = 0; i < nw; i++) W[i] = -((f->S ? f->S[i] : 0.0f) + (float)l2p * p->Wd[i]);
+    spotrs_("L", &n, &nrhs, A, &n, W, &n, &info, 1);
+    free(A);
+    if (info != 0) return sds_error_set(SDS_ERR_INTERNAL, "SDS re-dense: spotrs info %d", info);
+    for (size_t i = 0; i < nw; i++) W[i] += p->Wd[i];
+    return SDS_OK;
+}
+
+static float soft(float x, float t) {
+    return x > t ? x - t : x < -t ? x + t : 0.0f;
+}
+
+// Gradient descent (subgradient for L1) or FISTA on F, from W (W1) in place.
+static int redense_iterative(const fixed *f, const sds_sds_opts *o, float *W, float *D, float *DG) {
+    const sds_problem *p = f->p;
+    const size_t nw = (size_t)(p->rows * p->cols);
+    const double l2p = f->wd_l2 > 0.0 ? o->l2 * f->e_tt / f->wd_l2 : 0.0;
+    const double l1p = f->wd_l1 > 0.0 ? o->l1 * f->e_tt / f->wd_l1 : 0.0;
+    const double L = 2.0 * (f->lmax + l2p);
+    if (L <= 0.0) return SDS_OK;
+    const float eta = (float)(o->lr / L);
+    if (o->solver == SDS_SOLVER_GD) {
+        for (int32_t it = 0; it < o->iters; it++) {
+            err_of(f, W, D, DG);
+            for (size_t i = 0; i < nw; i++) {
+                float g = 2.0f * (DG[i] + (f->S ? f->S[i] : 0.0f)) + 2.0f * (float)l2p * W[i];
+                if (l1p > 0.0) g += (float)l1p * (W[i] > 0.0f ? 1.0f : W[i] < 0.0f ? -1.0f : 0.0f);
+                W[i] -= eta * g;
+            }
+        }
+        return SDS_OK;
+    }
+    // FISTA: x (W), y (extrapolated point), t
+    float *Y = sds_malloc(nw * sizeof(float), "SDS FISTA point");
+    float *Xprev = sds_malloc(nw * sizeof(float), "SDS FISTA point");
+    if (!Y || !Xprev) {
+        free(Y);
+        free(Xprev);
+        return SDS_ERR_IO;
+    }
+    memcpy(Y, W, nw * sizeof(float));
+    double t = 1.0;
+    const float thr = (float)(eta * l1p);
+    for (int32_t it = 0; it < o->iters; it++) {
+        err_of(f, Y, D, DG);
+        memcpy(Xprev, W, nw * sizeof(float));
+        for (size_t i = 0; i < nw; i++) {
+            float g = 2.0f * (DG[i] + (f->S ? f->S[i] : 0.0f)) + 2.0f * (float)l2p * Y[i];
+            W[i] = soft(Y[i] - eta * g, thr);
+        }
+        const double tn = 0.5 * (1.0 + sqrt(1.0 + 4.0 * t * t));
+        const float beta = (float)((t - 1.0) / tn);
+        for (size_t i = 0; i < nw; i++) Y[i] = W[i] + beta * (W[i] - Xprev[i]);
+        t = tn;
+    }
+    free(Y);
+    free(Xprev);
+    return SDS_OK;
+}
+
+// The base method on W (rows, cols) in place; mask receives its selection.
+static int base_prune(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, float *W,
+                      uint8_t *mask, double *damping) {
+    *damping = 0.0;
+    if (o->base == SDS_BASE_WANDA) {
+        if (!p->stat)
+            return sds_error_set(SDS_ERR_INTERNAL, "SDS over Wanda without the input statistic");
+        return sds_wanda_prune(W, p->rows, p->cols, p->stat, pat, mask);
+    }
+    const int64_t C = p->cols;
+    float *U = sds_malloc((size_t)(C * C) * sizeof(float), "SparseGPT factor");
+    if (!U) return SDS_ERR_IO;
+    memcpy(U, p->G, (size_t)(C * C) * sizeof(float));
+    sds_sparsegpt_info info;
+    int rc = sds_sparsegpt_prepare(U, C, W, p->rows, o->percdamp, SDS_SPARSEGPT_MAX_TRIES, &info);
+    if (rc == SDS_OK) {
+        sds_sparsegpt_local loc = {U, C};
+        rc = sds_sparsegpt_sweep(W, p->rows, p->rows, C, pat, o->blocksize,
+                                 sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &loc, mask);
+        *damping = info.percdamp;
+    }
+    free(U);
+    return rc;
+}
+
+int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, float *W,
+                uint8_t *mask, sds_sds_info *info) {
+    memset(info, 0, sizeof *info);
+    if ((p->K == NULL) != (p->Gtt == NULL))
+        return sds_error_set(SDS_ERR_INTERNAL, "SDS: K and Gtt must be given together");
+    if (o->solver == SDS_SOLVER_RIDGE && o->l1 != 0.0)
+        return sds_error_set(SDS_ERR_USAGE,
+                             "--sds-solver ridge has no L1 term: use gd or fista with --sds-l1");
+    const size_t nw = (size_t)(p->rows * p->cols);
+    fixed f;
+    SDS_TRY(fixed_init(&f, p));
+    float *D = sds_malloc(nw * sizeof(float), "SDS scratch");
+    float *DG = sds_malloc(nw * sizeof(float), "SDS scratch");
+    float *Wc = sds_malloc(nw * sizeof(float), "SDS weights");
+    float *Wb = sds_malloc(nw * sizeof(float), "SDS weights");
+    uint8_t *mc = sds_malloc(nw, "SDS mask");
+    uint8_t *mb = sds_malloc(nw, "SDS mask");
+    int rc = D && DG && Wc && Wb && mc && mb ? SDS_OK : SDS_ERR_IO;
+    double e1 = 0.0, eb = 0.0;
+    if (rc == SDS_OK) {
+        e1 = err_of(&f, W, D, DG);
+        info->rel_err_first = rel(&f, e1);
+        // 2. re-dense, from W1
+        memcpy(Wc, W, nw * sizeof(float));
+        if (o->redense) {
+            if (o->solver == SDS_SOLVER_RIDGE)
+                rc = redense_ridge(&f, o, Wc);
+            else
+                rc = redense_iterative(&f, o, Wc, D, DG);
+        }
+    }
+    if (rc == SDS_OK) {
+        info->rel_err_redense = rel(&f, err_of(&f, Wc, D, DG));
+        // 3. second pruning
+        rc = base_prune(p, pat, o, Wc, mc, &info->damping);
+    }
+    if (rc == SDS_OK) {
+        eb = err_of(&f, Wc, D, DG);
+        info->rel_err_second = rel(&f, eb);
+        memcpy(Wb, Wc, nw * sizeof(float));
+        memcpy(mb, mc, nw);
+        const int skip = o->early_exit && eb < e1;
+        const float eta = f.lmax > 0.0 ? (float)(o->adjust_lr / (2.0 * f.lmax)) : 0.0f;
+        for (int32_t it = 0; !skip && eta > 0.0f && it < o->adjust_iters && rc == SDS_OK; it++) {
+            // DG holds (Wc - W_d) G for the current Wc
+            for (size_t i = 0; i < nw; i++) Wc[i] -= eta * 2.0f * (DG[i] + (f.S ? f.S[i] : 0.0f));
+            rc = sds_magnitude_prune(Wc, p->rows, p->rows, p->cols, pat, NULL, NULL, mc);
+            if (rc != SDS_OK) break;
+            const double e = err_of(&f, Wc, D, DG);
+            info->adjust_steps++;
+            if (e < eb) {
+                eb = e;
+                memcpy(Wb, Wc, nw * sizeof(float));
+                memcpy(mb, mc, nw);
+            }
+        }
+    }
+    if (rc == SDS_OK) {
+        info->rel_err_sds = rel(&f, eb);
+        if (eb < e1) {
+            memcpy(W, Wb, nw * sizeof(float));
+            memcpy(mask, mb, nw);
+            info->kept_sds = 1;
+            info->rel_err_final = info->rel_err_sds;
+        } else {
+            info->rel_err_final = info->rel_err_first;
+        }
+    }
+    free(D);
+    free(DG);
+    free(Wc);
+    free(Wb);
+    free(mc);
+    free(mb);
+    fixed_free(&f);
+    return rc;
+}
