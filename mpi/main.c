@@ -38,11 +38,14 @@ static const char *usage_text =
     "              [--base sparsegpt|wanda] [--sds-* ...]\n"
     "  --model M          as for eval\n"
     "  --calib FILE       calibration text; windows drawn with SplitMix64(--seed)\n"
+    "  --calib-tokens F   calibration as token ids instead: .npy (int32/int64/uint16/uint32)\n"
+    "                     or white-space separated decimal ids, used as they are\n"
     "  --method NAME      magnitude, wanda, sparsegpt, or sds (Sparse-Dense-Sparse over --base)\n"
     "  --export-hf DIR    also write a Hugging Face directory (config, safetensors, tokenizer)\n"
     "  --base NAME        SDS's first and second pruning: sparsegpt (default) or wanda\n"
     "  --sds-target T     re-dense target: dense (W_d X_d, default) or pruned (W_d X_s)\n"
-    "  --sds-mix B        dense target X_t = (1-B) X_s + B X_d, B in [0, 1] (default 1)\n"
+    "  --sds-mix B        dense target X_t = (1-B) X_s + B X_d, B in [0, 1], or auto: chosen\n"
+    "                     per sublayer on held-out calibration sequences (default 0.3)\n"
     "  --sds-solver S     re-dense solver: ridge (closed form, default), gd or fista\n"
     "  --sds-iters N      gd/fista steps (default 200)\n"
     "  --sds-lr X         gd/fista step in units of 1/L (default 1)\n"
@@ -229,7 +232,8 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         O_ALR,
         O_EARLY,
         O_NOREDENSE,
-        O_MIX
+        O_MIX,
+        O_CTOK
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"calib", required_argument, 0, O_CALIB},
@@ -258,6 +262,7 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                          {"sds-early-exit", no_argument, 0, O_EARLY},
                                          {"sds-no-redense", no_argument, 0, O_NOREDENSE},
                                          {"sds-mix", required_argument, 0, O_MIX},
+                                         {"calib-tokens", required_argument, 0, O_CTOK},
                                          {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
@@ -313,6 +318,9 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         case O_EXPORT:
             o->export_hf = optarg;
             break;
+        case O_CTOK:
+            o->calib_tokens = optarg;
+            break;
         case O_BASE:
             base = optarg;
             sds_option = 1;
@@ -360,10 +368,15 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
             sds_option = 1;
             break;
         case O_MIX:
+            if (!strcmp(optarg, "auto")) {
+                o->sds.mix = SDS_MIX_AUTO;
+                sds_option = 1;
+                break;
+            }
             SDS_TRY(parse_nonneg("--sds-mix", optarg, &o->sds.mix));
             if (o->sds.mix > 1.0)
-                return sds_error_set(SDS_ERR_USAGE, "option --sds-mix: \"%s\" is not in [0, 1]",
-                                     optarg);
+                return sds_error_set(SDS_ERR_USAGE,
+                                     "option --sds-mix: \"%s\" is not in [0, 1] or auto", optarg);
             sds_option = 1;
             break;
         default:
@@ -409,7 +422,10 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
     o->sds.percdamp = o->percdamp;
     o->sds.blocksize = o->blocksize;
     if (!o->model) return sds_error_set(SDS_ERR_USAGE, "prune: --model is required");
-    if (!o->calib) return sds_error_set(SDS_ERR_USAGE, "prune: --calib is required");
+    if (!o->calib && !o->calib_tokens)
+        return sds_error_set(SDS_ERR_USAGE, "prune: --calib (text) or --calib-tokens is required");
+    if (o->calib && o->calib_tokens)
+        return sds_error_set(SDS_ERR_USAGE, "prune: give --calib or --calib-tokens, not both");
     if (!o->out) return sds_error_set(SDS_ERR_USAGE, "prune: --out is required");
     if (!o->sparsity_text) return sds_error_set(SDS_ERR_USAGE, "prune: --sparsity is required");
     if (!method) return sds_error_set(SDS_ERR_USAGE, "prune: --method is required");

@@ -13,6 +13,7 @@
 #include "sds_error.h"
 #include "sparsegpt.h"
 #include "text_ids.h"
+#include "token_file.h"
 #include "wanda.h"
 
 #include <cblas.h>
@@ -71,7 +72,10 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 static json_t *options_json(const sds_prune_opts *o, int nranks) {
     json_t *j = json_object();
     json_object_set_new(j, "model", json_string(o->model));
-    json_object_set_new(j, "calib", json_string(o->calib));
+    if (o->calib)
+        json_object_set_new(j, "calib", json_string(o->calib));
+    else
+        json_object_set_new(j, "calib_tokens", json_string(o->calib_tokens));
     json_object_set_new(j, "method", json_string(sds_method_name(o->method)));
     json_object_set_new(j, "sparsity", json_string(o->sparsity_text));
     json_object_set_new(j, "nsamples", json_integer(o->nsamples));
@@ -84,7 +88,10 @@ static json_t *options_json(const sds_prune_opts *o, int nranks) {
         const sds_sds_opts *s = &o->sds;
         json_object_set_new(j, "base", json_string(sds_base_name(s->base)));
         json_object_set_new(j, "sds_target", json_string(sds_target_name(s->target)));
-        json_object_set_new(j, "sds_mix", json_real(s->mix));
+        if (s->mix < 0.0)
+            json_object_set_new(j, "sds_mix", json_string("auto"));
+        else
+            json_object_set_new(j, "sds_mix", json_real(s->mix));
         json_object_set_new(j, "sds_solver", json_string(sds_solver_name(s->solver)));
         json_object_set_new(j, "sds_iters", json_integer(s->iters));
         json_object_set_new(j, "sds_lr", json_real(s->lr));
@@ -102,13 +109,17 @@ static json_t *options_json(const sds_prune_opts *o, int nranks) {
 static int calibration_tokens(const sds_prune_opts *o, const sds_model *m, int32_t *samples) {
     int32_t *ids = NULL;
     int64_t n = 0;
-    SDS_TRY(sds_text_token_ids(o->calib, o->model, o->tokenizer, m, &ids, &n));
+    if (o->calib)
+        SDS_TRY(sds_text_token_ids(o->calib, o->model, o->tokenizer, m, &ids, &n));
+    else
+        SDS_TRY(sds_token_file_read(o->calib_tokens, m->cfg.vocab_size, &ids, &n));
     if (n < o->seqlen) {
         free(ids);
         return sds_error_set(SDS_ERR_INPUT,
                              "%s: %lld tokens, fewer than one calibration window of --seqlen "
                              "%lld",
-                             o->calib, (long long)n, (long long)o->seqlen);
+                             o->calib ? o->calib : o->calib_tokens, (long long)n,
+                             (long long)o->seqlen);
     }
     int64_t *starts = sds_malloc((size_t)o->nsamples * sizeof(int64_t), "calibration windows");
     if (!starts) {
@@ -151,8 +162,10 @@ static void add_extra(sds_h5out_stats *st, const char *name, double v) {
 
 // Owner rank: prunes one sublayer in place with the group's statistics; fills st and mask.
 // K, Gtt: SDS's cross Gram and target Gram (dense target), else NULL.
+// val: the held-out Grams for --sds-mix auto (G, K, Gtt of the odd sequences), else NULL.
 static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
-                          const float *K, const float *Gtt, uint8_t *mask, sds_h5out_stats *st) {
+                          const float *K, const float *Gtt, const sds_problem *val, uint8_t *mask,
+                          sds_h5out_stats *st) {
     const size_t numel = (size_t)(r.rows * r.cols);
     float *dense = sds_malloc(numel * sizeof(float), "dense weights");
     if (!dense) return SDS_ERR_IO;
@@ -175,10 +188,40 @@ static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_h
         else
             rc = sparsegpt_sublayer(o, r, h->H, mask, &st->damping);
         if (rc != SDS_OK) break;
-        const sds_problem p = {r.rows, r.cols, dense, h->H, K, Gtt, h->wanda};
+        sds_problem p = {r.rows, r.cols, dense, h->H, K, Gtt, h->wanda};
+        float *Kb = NULL, *Gb = NULL, *Gf = NULL;
+        double mix = K ? o->sds.mix : 0.0;
+        if (val) {
+            // --sds-mix auto: SDS is fitted on the even sequences only (G_f = G - G_v, ...),
+            // the blend chosen on the odd ones, so they stay held out through every layer
+            const size_t ng = (size_t)(r.cols * r.cols);
+            Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
+            Gb = sds_malloc(ng * sizeof(float), "SDS target Gram");
+            Gf = sds_malloc(ng * sizeof(float), "SDS fitting Gram");
+            if (!Kb || !Gb || !Gf) rc = SDS_ERR_IO;
+            if (rc == SDS_OK) {
+                for (size_t i = 0; i < ng; i++) {
+                    Gf[i] = h->H[i] - val->G[i];
+                    Kb[i] = K[i] - val->K[i];
+                    Gb[i] = Gtt[i] - val->Gtt[i];
+                }
+                const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, Gb, NULL};
+                rc = sds_sds_choose_mix(&fit, val, o->percdamp, &mix);
+            }
+            if (rc == SDS_OK) {
+                sds_sds_mix_target(Gf, Kb, Gb, r.cols, mix, Kb, Gb);
+                p.G = Gf;
+                p.K = Kb;
+                p.Gtt = Gb;
+            }
+        }
         sds_sds_info info;
-        rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
+        if (rc == SDS_OK) rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
+        free(Kb);
+        free(Gb);
+        free(Gf);
         if (rc != SDS_OK) break;
+        add_extra(st, "sds_mix", mix);
         st->rel_err_first = info.rel_err_first;
         st->rel_err_final = info.rel_err_final;
         add_extra(st, "rel_err_redense", info.rel_err_redense);
@@ -324,6 +367,7 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     // SDS with the dense target carries the dense model's activations beside the pruned ones
     const int is_sds = o.method == SDS_METHOD_SDS;
     const int two_paths = is_sds && o.sds.target == SDS_TARGET_DENSE;
+    const int auto_mix = two_paths && o.sds.mix < 0.0;
     const int wanda_stat = o.method == SDS_METHOD_WANDA || (is_sds && o.sds.base == SDS_BASE_WANDA);
     const size_t act_bytes = (size_t)((n_local ? n_local : 1) * T * C) * sizeof(float);
     sds_model_work w;
@@ -380,11 +424,15 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         // 1. statistics of the dense layer on the pruned model's activations
         //    (SDS, dense target: also the dense path's Gram G_tt and the cross Gram K = X_s^T X_d
         //    per group, and the dense path advances through the still dense layer)
-        sds_hessian h[SDS_CAPTURE_GROUPS], hd[SDS_CAPTURE_GROUPS];
-        float *K[SDS_CAPTURE_GROUPS] = {0}, *xs_buf[SDS_CAPTURE_GROUPS] = {0},
-              *xd_buf[SDS_CAPTURE_GROUPS] = {0};
+        //    (--sds-mix auto: the same three Grams of the odd sequences, held out to choose it)
+        sds_hessian h[SDS_CAPTURE_GROUPS], hd[SDS_CAPTURE_GROUPS], hv[SDS_CAPTURE_GROUPS],
+            hdv[SDS_CAPTURE_GROUPS];
+        float *K[SDS_CAPTURE_GROUPS] = {0}, *Kv[SDS_CAPTURE_GROUPS] = {0},
+              *xs_buf[SDS_CAPTURE_GROUPS] = {0}, *xd_buf[SDS_CAPTURE_GROUPS] = {0};
         memset(h, 0, sizeof h);
         memset(hd, 0, sizeof hd);
+        memset(hv, 0, sizeof hv);
+        memset(hdv, 0, sizeof hdv);
         int32_t flags = SDS_HESSIAN_GRAM | (wanda_stat ? SDS_HESSIAN_WANDA : 0);
         for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
             sds_linear_ref r = sds_model_linear(&m, l, i);
@@ -397,6 +445,12 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                 xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
                 xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
                 if (rc == SDS_OK && (!K[g] || !xs_buf[g] || !xd_buf[g])) rc = SDS_ERR_IO;
+            }
+            if (rc == SDS_OK && auto_mix) {
+                rc = sds_hessian_init(&hv[g], r.cols, SDS_HESSIAN_GRAM);
+                if (rc == SDS_OK) rc = sds_hessian_init(&hdv[g], r.cols, SDS_HESSIAN_GRAM);
+                Kv[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
+                if (rc == SDS_OK && !Kv[g]) rc = SDS_ERR_IO;
             }
         }
         capture_ctx cc = {h, NULL, rc};
@@ -420,6 +474,12 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                 if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hd[g], xd_buf[g], 1, T);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f,
                             xs_buf[g], cg, xd_buf[g], cg, 1.0f, K[g], cg);
+                if (auto_mix && (lo + s) % 2 == 1 && cc.rc == SDS_OK) {
+                    cc.rc = sds_hessian_add(&hv[g], xs_buf[g], 1, T);
+                    if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hdv[g], xd_buf[g], 1, T);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f,
+                                xs_buf[g], cg, xd_buf[g], cg, 1.0f, Kv[g], cg);
+                }
             }
         }
         sds_model_work_set_capture(&w, NULL);
@@ -440,19 +500,20 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                 const float scale = (float)(2.0 / (double)o.nsamples); // as the Hessian's
                 for (int i2 = 0; i2 < n2; i2++) K[g][i2] *= scale;
                 rc = sds_agree(comm, sds_hessian_finish(&hd[g]));
-                // a partial target X_t = (1 - b) X_s + b X_d: K = X_s^T X_t, G_tt = X_t^T X_t
-                const double b = o.sds.mix;
-                const int64_t cg = h[g].cols;
-                for (int64_t i2 = 0; rc == SDS_OK && b != 1.0 && i2 < cg; i2++)
-                    for (int64_t j2 = i2; j2 < cg; j2++) {
-                        const double gs = h[g].H[i2 * cg + j2], gd = hd[g].H[i2 * cg + j2];
-                        const double kij = K[g][i2 * cg + j2], kji = K[g][j2 * cg + i2];
-                        const float tt = (float)((1 - b) * (1 - b) * gs +
-                                                 b * (1 - b) * (kij + kji) + b * b * gd);
-                        hd[g].H[i2 * cg + j2] = hd[g].H[j2 * cg + i2] = tt;
-                        K[g][i2 * cg + j2] = (float)((1 - b) * gs + b * kij);
-                        K[g][j2 * cg + i2] = (float)((1 - b) * gs + b * kji);
-                    }
+                // a fixed partial target X_t = (1 - b) X_s + b X_d (auto: per sublayer, later)
+                if (rc == SDS_OK && o.sds.mix >= 0.0 && o.sds.mix != 1.0)
+                    sds_sds_mix_target(h[g].H, K[g], hd[g].H, h[g].cols, o.sds.mix, K[g], hd[g].H);
+                if (rc == SDS_OK && auto_mix) {
+                    // held-out Grams on the same scale as the full ones (2 / nsamples)
+                    MPI_Allreduce(MPI_IN_PLACE, hv[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
+                    MPI_Allreduce(MPI_IN_PLACE, hdv[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
+                    MPI_Allreduce(MPI_IN_PLACE, Kv[g], n2, MPI_FLOAT, MPI_SUM, comm);
+                    hv[g].nseq = hdv[g].nseq = o.nsamples;
+                    for (int i2 = 0; i2 < n2; i2++) Kv[g][i2] *= scale;
+                    rc = sds_hessian_finish(&hv[g]);
+                    if (rc == SDS_OK) rc = sds_hessian_finish(&hdv[g]);
+                    rc = sds_agree(comm, rc);
+                }
             }
         }
         if (rank == 0)
@@ -475,8 +536,10 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             int lrc = SDS_OK;
             if (rank == owner) {
                 mask = sds_calloc((size_t)(r.rows * r.cols), 1, "mask");
-                lrc = mask ? prune_sublayer(&o, r, &h[r.group], K[r.group],
-                                            two_paths ? hd[r.group].H : NULL, mask, &rp->st)
+                const int32_t g = r.group;
+                const sds_problem val = {r.rows, r.cols, r.w, hv[g].H, Kv[g], hdv[g].H, NULL};
+                lrc = mask ? prune_sublayer(&o, r, &h[g], K[g], two_paths ? hd[g].H : NULL,
+                                            auto_mix ? &val : NULL, mask, &rp->st)
                            : SDS_ERR_IO;
                 if (lrc != SDS_OK) {
                     char msg[1024];
@@ -514,7 +577,10 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
             sds_hessian_free(&h[g]);
             sds_hessian_free(&hd[g]);
+            sds_hessian_free(&hv[g]);
+            sds_hessian_free(&hdv[g]);
             free(K[g]);
+            free(Kv[g]);
             free(xs_buf[g]);
             free(xd_buf[g]);
         }

@@ -14,12 +14,13 @@ typedef enum {
 } sds_method;
 
 typedef struct {
-    const char *model;     // checkpoint directory or GGUF file
-    const char *calib;     // calibration text (UTF-8)
-    const char *out;       // HDF5 output (required)
-    const char *tokenizer; // NULL = the model's
-    const char *eval;      // NULL, or a text to evaluate dense and pruned perplexity on
-    const char *json;      // NULL, or the JSON summary
+    const char *model;        // checkpoint directory or GGUF file
+    const char *calib;        // calibration text (UTF-8), or NULL with calib_tokens
+    const char *calib_tokens; // calibration token file (io/token_file.h), or NULL
+    const char *out;          // HDF5 output (required)
+    const char *tokenizer;    // NULL = the model's
+    const char *eval;         // NULL, or a text to evaluate dense and pruned perplexity on
+    const char *json;         // NULL, or the JSON summary
     sds_method method;
     const char *sparsity_text; // as given ("0.5", "2:4")
     sds_pattern pattern;

@@ -136,6 +136,39 @@ def main():
         agree = np.mean([np.mean(runs["a"][1][n] == runs["np1"][1][n]) for n in runs["a"][1]])
         report(agree >= 0.99, "1 rank vs 2 ranks: masks agree on %.4f%% of entries" % (100 * agree))
 
+        # calibration as a token file: the same ids as the text gives, as .npy (int32 and
+        # uint16) and as decimal text, must give the very same output bytes
+        ids = fx.opt_encode(open(fx.WIKI, encoding="utf-8").read())
+        tok_files = {"npy-int32": os.path.join(tmp, "calib-i4.npy"),
+                     "npy-uint16": os.path.join(tmp, "calib-u2.npy"),
+                     "text": os.path.join(tmp, "calib.ids")}
+        np.save(tok_files["npy-int32"], np.asarray(ids, dtype=np.int32))
+        np.save(tok_files["npy-uint16"], np.asarray(ids, dtype=np.uint16))
+        with open(tok_files["text"], "w") as fh:
+            fh.write("\n".join(" ".join(str(i) for i in ids[k:k + 20]) for k in range(0, len(ids), 20)))
+        for kind, path in tok_files.items():
+            out = os.path.join(tmp, "tok-%s.h5" % kind)
+            args = ["prune", "--model", model, "--calib-tokens", path, "--method", "sparsegpt",
+                    "--sparsity", "2:4", "--nsamples", "6", "--seqlen", "64", "--out", out]
+            rc, so, se, codes = sds_run.run(2, args)
+            same = codes == [0, 0] and all(
+                np.array_equal(runs["a"][0][n], read_all(out)[0][n]) for n in runs["a"][0])
+            report(same, "--calib-tokens (%s, %d ids): output identical to --calib text (codes %s)"
+                   % (kind, len(ids), codes))
+        bad_ids = os.path.join(tmp, "bad.ids")
+        with open(bad_ids, "w") as fh:
+            fh.write("1 2 3 99999999 4")
+        for name, over, needle in (("id outside the vocabulary", ["--calib-tokens", bad_ids], "99999999"),
+                                   ("both --calib and --calib-tokens", ["--calib", fx.WIKI, "--calib-tokens", bad_ids],
+                                    "not both")):
+            args = ["prune", "--model", model, "--method", "sparsegpt", "--sparsity", "2:4",
+                    "--nsamples", "2", "--seqlen", "64", "--out", os.path.join(tmp, "err.h5")] + over
+            rc, so, se, codes = sds_run.run(2, args, timeout=120)
+            msgs = [ln for ln in se.splitlines() if ln.startswith("sds-mpi: error")]
+            code = 2 if "both" in name else 3
+            report(codes == [code, code] and len(msgs) == 1 and needle in msgs[0],
+                   "%s: codes %s, %s" % (name, codes, msgs[0] if msgs else se[-300:]))
+
         # bad input
         short = os.path.join(tmp, "short.txt")
         with open(short, "w") as fh:
