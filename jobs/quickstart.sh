@@ -6,6 +6,8 @@
 #   3. real text: the King James Bible    (jobs/fetch_text.sh, from Debian's bible-kjv)
 #   4. mpirun -np NP sds-mpi prune: SparseGPT at 2:4, calibrated on 16 x 512 tokens of the
 #      first 25,000 verses, dense and pruned perplexity on 8 x 512 tokens of the rest
+#   5. the same with SDS over SparseGPT (--method sds, its defaults), then its perplexity
+#      (sds-mpi eval --weights) printed next to the dense model's and SparseGPT's
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,8 +21,22 @@ dir=$(dirname "$text")
 mpi=(mpirun -np "$np")
 [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
 [ "$np" -gt "$(nproc)" ] && mpi+=(--oversubscribe)
-cmd=(build/sds-mpi prune --model "$model" --calib "$dir/kjv-calib.txt" --method sparsegpt
-     --sparsity 2:4 --nsamples 16 --seqlen 512 --out smollm2-sparsegpt-2of4.h5
+common=(--model "$model" --calib "$dir/kjv-calib.txt" --sparsity 2:4 --nsamples 16 --seqlen 512)
+evalopts=(--seqlen 512 --max-windows 8)
+cmd=(build/sds-mpi prune "${common[@]}" --method sparsegpt --out smollm2-sparsegpt-2of4.h5
      --eval "$dir/kjv-eval.txt" --eval-max-windows 8 --json smollm2-sparsegpt-2of4.json)
 echo "+ ${mpi[*]} ${cmd[*]}"
+"${mpi[@]}" "${cmd[@]}" | tee quickstart-sparsegpt.log
+cmd=(build/sds-mpi prune "${common[@]}" --method sds --base sparsegpt --out smollm2-sds-2of4.h5
+     --json smollm2-sds-2of4.json)
+echo "+ ${mpi[*]} ${cmd[*]}"
 "${mpi[@]}" "${cmd[@]}"
+cmd=(build/sds-mpi eval --model "$model" --weights smollm2-sds-2of4.h5 --text "$dir/kjv-eval.txt"
+     "${evalopts[@]}")
+echo "+ ${mpi[*]} ${cmd[*]}"
+"${mpi[@]}" "${cmd[@]}" | tee quickstart-sds.log
+echo
+echo "SmolLM2-135M-Instruct at 2:4, perplexity on 8 x 512 tokens of kjv-eval.txt:"
+grep '^dense perplexity' quickstart-sparsegpt.log | sed 's/^dense perplexity/  dense          /'
+grep '^pruned perplexity' quickstart-sparsegpt.log | sed 's/^pruned perplexity/  SparseGPT      /'
+tail -n 1 quickstart-sds.log | sed 's/^perplexity/  SDS over SparseGPT/'

@@ -29,9 +29,23 @@ void sds_sds_defaults(sds_sds_opts *o) {
     o->adjust_lr = 1.0;
     o->early_exit = 0;
     o->redense = 1;
-    o->mix = 1.0;
+    o->mix = 0.3;
     o->percdamp = SDS_SPARSEGPT_PERCDAMP;
     o->blocksize = SDS_SPARSEGPT_BLOCK;
+}
+
+void sds_sds_mix_target(const float *G, const float *K, const float *Gdd, int64_t cols, double b,
+                        float *K_out, float *Gtt_out) {
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = i; j < cols; j++) {
+            const double gs = G[i * cols + j], gd = Gdd[i * cols + j];
+            const double kij = K[i * cols + j], kji = K[j * cols + i];
+            const float tt =
+                (float)((1 - b) * (1 - b) * gs + b * (1 - b) * (kij + kji) + b * b * gd);
+            Gtt_out[i * cols + j] = Gtt_out[j * cols + i] = tt;
+            K_out[i * cols + j] = (float)((1 - b) * gs + b * kij);
+            K_out[j * cols + i] = (float)((1 - b) * gs + b * kji);
+        }
 }
 
 const char *sds_target_name(sds_target t) {
@@ -204,6 +218,62 @@ static int redense_ridge(const fixed *f, const sds_sds_opts *o, float *W) {
     if (info != 0) return sds_error_set(SDS_ERR_INTERNAL, "SDS re-dense: spotrs info %d", info);
     for (size_t i = 0; i < nw; i++) W[i] += p->Wd[i];
     return SDS_OK;
+}
+
+int sds_sds_choose_mix(const sds_problem *fit, const sds_problem *val, double percdamp, double *b) {
+    *b = 1.0;
+    const int64_t R = fit->rows, C = fit->cols;
+    const size_t nw = (size_t)(R * C), ng = (size_t)(C * C);
+    float *A = sds_malloc(ng * sizeof(float), "SDS mix");
+    float *M = sds_malloc(ng * sizeof(float), "SDS mix");
+    float *D1 = sds_malloc(nw * sizeof(float), "SDS mix");
+    float *T = sds_malloc(nw * sizeof(float), "SDS mix");
+    int rc = A && M && D1 && T ? SDS_OK : SDS_ERR_IO;
+    if (rc == SDS_OK) {
+        // fitting part: M = G_f - K_f^T; D1 (G_f + damp I) = -W_d M
+        double mean_diag = 0.0;
+        for (int64_t i = 0; i < C; i++)
+            for (int64_t j = 0; j < C; j++) {
+                const size_t ij = (size_t)(i * C + j), ji = (size_t)(j * C + i);
+                A[ij] = fit->G[ij];
+                M[ij] = fit->G[ij] - fit->K[ji];
+            }
+        for (int64_t j = 0; j < C; j++) mean_diag += A[j * C + j];
+        mean_diag /= (double)C;
+        mul(fit->Wd, R, C, M, D1);
+        for (size_t i = 0; i < nw; i++) D1[i] = -D1[i];
+        const int n = (int)C, nrhs = (int)R;
+        int info = 1;
+        float *G0 = M; // reuse: keep the undamped G_f for the retries
+        memcpy(G0, A, ng * sizeof(float));
+        double pd = percdamp > 0.0 ? percdamp : 0.01;
+        for (int tries = 0; tries < SDS_SPARSEGPT_MAX_TRIES && info != 0; tries++, pd *= 10.0) {
+            memcpy(A, G0, ng * sizeof(float));
+            const float add = (float)(pd * mean_diag);
+            for (int64_t j = 0; j < C; j++) A[j * C + j] += add > 0.0f ? add : 1e-30f;
+            spotrf_("L", &n, A, &n, &info, 1);
+        }
+        if (info == 0) spotrs_("L", &n, &nrhs, A, &n, D1, &n, &info, 1);
+        if (info == 0) {
+            // held-out: err_v(W_d + b D1) = b^2 <D1, D1 G_v> + 2 b <D1, S_v> + c
+            for (int64_t i = 0; i < C; i++)
+                for (int64_t j = 0; j < C; j++)
+                    M[i * C + j] = val->G[i * C + j] - val->K[j * C + i];
+            mul(fit->Wd, R, C, M, T); // S_v
+            const double lin = dot(D1, T, nw);
+            mul(D1, R, C, val->G, T);
+            const double quad = dot(D1, T, nw);
+            double best = quad > 0.0 ? -lin / quad : 0.0; // no held-out data: pruned target
+            *b = best < 0.0 ? 0.0 : best > 1.0 ? 1.0 : best;
+        } else {
+            *b = 0.0; // no usable fit: fall back to the pruned target
+        }
+    }
+    free(A);
+    free(M);
+    free(D1);
+    free(T);
+    return rc;
 }
 
 static float soft(float x, float t) {

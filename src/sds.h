@@ -49,10 +49,13 @@ typedef struct {
     double adjust_lr;     // their step in units of 1/L
     int32_t early_exit;   // skip the adjustment when the second pruning beats the first
     int32_t redense;      // 0: skip step 2 (ablation: second pruning of W1 itself)
-    double mix;           // target dense only: X_t = (1 - mix) X_s + mix X_d (1: the dense path)
+    double mix;           // target dense only: X_t = (1 - mix) X_s + mix X_d (1: the dense path);
+                          // SDS_MIX_AUTO: chosen per sublayer on held-out sequences (below)
     double percdamp;      // SparseGPT damping (also the ridge's)
     int64_t blocksize;    // SparseGPT block
 } sds_sds_opts;
+
+#define SDS_MIX_AUTO (-1.0)
 
 // Defaults (README "SDS defaults" says how they were chosen).
 void sds_sds_defaults(sds_sds_opts *o);
@@ -87,6 +90,20 @@ int sds_sds_rel_error(const sds_problem *p, const float *W, double *rel);
 // W1's mask (1 = pruned) on entry and the kept mask on return. pat: the target pattern.
 int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, float *W,
                 uint8_t *mask, sds_sds_info *info);
+
+// The blended target X_t = (1 - b) X_s + b X_d from the Grams of the two paths (cols, cols, full
+// symmetric G = X_s^T X_s and Gdd = X_d^T X_d, K = X_s^T X_d): K_out = X_s^T X_t and
+// Gtt_out = X_t^T X_t (b = 1 gives K and Gdd back). In place (K_out == K, Gtt_out == Gdd) works:
+// only the upper triangle of G and Gdd is read, and each (i, j), (j, i) pair once.
+void sds_sds_mix_target(const float *G, const float *K, const float *Gdd, int64_t cols, double b,
+                        float *K_out, float *Gtt_out);
+
+// The mix for one sublayer, chosen on held-out sequences: `fit` holds the Grams (G, K = X_s^T X_d,
+// Gtt = X_d^T X_d) of the fitting sequences, `val` those of held-out ones, on the same scale.
+// The full correction (ridge re-dense to the dense target, damping percdamp) is fitted on `fit`;
+// the returned b in [0, 1] minimises the held-out error of W_d + b (W_r - W_d), a quadratic in b
+// (0 when val is empty).
+int sds_sds_choose_mix(const sds_problem *fit, const sds_problem *val, double percdamp, double *b);
 
 const char *sds_target_name(sds_target t);
 const char *sds_solver_name(sds_solver s);

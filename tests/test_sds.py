@@ -37,14 +37,15 @@ def main():
         text = os.path.join(tmp, "eval.txt")
         with open(text, "w", encoding="utf-8") as fh:
             fh.write(open(fx.WIKI, encoding="utf-8").read()[:20000])
-        cases = [("sparsegpt", "2:4", "dense"), ("wanda", "0.5", "dense"), ("sparsegpt", "4:8", "pruned")]
+        cases = [("sparsegpt", "2:4", "dense"), ("wanda", "0.5", "dense"), ("sparsegpt", "4:8", "pruned"),
+                 ("sparsegpt", "0.5", "dense --sds-mix auto"), ("wanda", "2:4", "dense --sds-mix 1")]
         for model_name in ("opt-preln", "llama-gqa"):
             model = fx.make_opt(model_name) if model_name.startswith("opt") else fx.make_llama(model_name)
             for base, sparsity, target in cases:
                 tag = "%s sds/%s %s target %s" % (model_name, base, sparsity, target)
                 out = os.path.join(tmp, "%s-%s-%s.h5" % (model_name, base, sparsity.replace(":", "of")))
                 rc, so, se, codes = tp.prune(2, model, out, "sds", sparsity, text,
-                                             ["--base", base, "--sds-target", target])
+                                             ["--base", base, "--sds-target"] + target.split())
                 report(rc == 0 and codes == [0, 0], "%s: exit codes %s" % (tag, codes))
                 if codes != [0, 0]:
                     print(se[-2000:])
@@ -70,8 +71,12 @@ def main():
                     cfg = json.loads(f["config"][()].decode() if isinstance(f["config"][()], bytes)
                                      else f["config"][()])
                 report(ok and cfg.get("method") == "sds" and cfg.get("base") == base and
-                       cfg.get("sds_target") == target,
+                       cfg.get("sds_target") == target.split()[0],
                        "%s: SDS statistics and options in the HDF5 file (%s)" % (tag, sorted(at)[:6]))
+                if "auto" in target:
+                    mixes = [s["sds_mix"] for s in subs]
+                    report(all(0.0 <= b <= 1.0 for b in mixes) and len(set(mixes)) > 1,
+                           "%s: per-sublayer blends in [0, 1]: %s" % (tag, sorted(set(round(b, 3) for b in mixes))[:6]))
                 pruned = [ln for ln in so.splitlines() if ln.startswith("pruned perplexity")][0].split()[2]
                 rc, so2, se2, codes = sds_run.run(2, ["eval", "--model", model, "--weights", out, "--text",
                                                       text, "--seqlen", "64", "--max-windows", "4"])
@@ -97,7 +102,8 @@ def main():
         bad = [(["--method", "sds", "--sds-l1", "0.1"], "--sds-l1"),
                (["--method", "sparsegpt", "--sds-target", "dense"], "--method sds"),
                (["--method", "sds", "--base", "obs"], "--base"),
-               (["--method", "sds", "--sds-solver", "adam"], "--sds-solver")]
+               (["--method", "sds", "--sds-solver", "adam"], "--sds-solver"),
+               (["--method", "sds", "--sds-mix", "1.5"], "--sds-mix")]
         for over, needle in bad:
             argv = ["prune", "--model", model, "--calib", fx.WIKI, "--sparsity", "2:4", "--nsamples", "2",
                     "--seqlen", "64", "--out", os.path.join(tmp, "err.h5")] + over

@@ -100,6 +100,32 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
         cross_gram(Xs, Xt, tokens, cols, nseq, K);
         cross_gram(Xt, Xt, tokens, cols, nseq, Gtt);
     }
+    if (setting == 1 && base == SDS_BASE_SPARSEGPT && !strcmp(spars, "2:4")) {
+        // the blended target: b = 1 gives K and Gtt back, b = 0 the pruned target (G, G)
+        const size_t ng = (size_t)(cols * cols);
+        float *Kb = xmalloc(ng * sizeof(float)), *Gb = xmalloc(ng * sizeof(float));
+        sds_sds_mix_target(h.H, K, Gtt, cols, 1.0, Kb, Gb);
+        bool one = !memcmp(Kb, K, ng * sizeof(float));
+        for (size_t i = 0; i < ng && one; i++) one = Gb[i] == Gtt[i];
+        sds_sds_mix_target(h.H, K, Gtt, cols, 0.0, Kb, Gb);
+        const bool zero =
+            !memcmp(Kb, h.H, ng * sizeof(float)) && !memcmp(Gb, h.H, ng * sizeof(float));
+        check(one && zero, "%s: blended target at b = 1 is (K, Gtt), at b = 0 is (G, G)", file);
+        // choosing the blend with the fitting data as its own held-out data: the in-sample
+        // optimum is (nearly) the full correction; with no held-out data, the pruned target
+        const sds_problem fit = {rows, cols, Wd, h.H, K, Gtt, NULL};
+        double b_in = -1.0, b_none = -1.0;
+        float *Z = calloc(ng, sizeof(float));
+        const sds_problem none = {rows, cols, Wd, Z, Z, Z, NULL};
+        const int r1 = sds_sds_choose_mix(&fit, &fit, 0.01, &b_in);
+        const int r2 = sds_sds_choose_mix(&fit, &none, 0.01, &b_none);
+        check(r1 == SDS_OK && r2 == SDS_OK && b_in > 0.8 && b_in <= 1.0 && b_none == 0.0,
+              "%s: chosen blend in-sample %.4f (in (0.8, 1]), without held-out data %.1f", file,
+              b_in, b_none);
+        free(Z);
+        free(Kb);
+        free(Gb);
+    }
     sds_sds_opts o;
     sds_sds_defaults(&o);
     o.base = base;
