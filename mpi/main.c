@@ -5,6 +5,7 @@
 #include "prune.h"
 #include "runtime.h"
 #include "sds_error.h"
+#include "stop.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -35,7 +36,7 @@ static const char *usage_text =
     "              --sparsity 0.5|0.7|2:4|4:8 --out FILE.h5 [--nsamples 128] [--seqlen N]\n"
     "              [--seed 0] [--blocksize 128] [--percdamp 0.01] [--eval FILE]\n"
     "              [--eval-max-windows K] [--tokenizer DIR] [--json FILE] [--export-hf DIR]\n"
-    "              [--base sparsegpt|wanda] [--sds-* ...]\n"
+    "              [--base sparsegpt|wanda] [--sds-* ...] [--resume] [--checkpoint-every-layer]\n"
     "  --model M          as for eval\n"
     "  --calib FILE       calibration text; windows drawn with SplitMix64(--seed)\n"
     "  --calib-tokens F   calibration as token ids instead: .npy (int32/int64/uint16/uint32)\n"
@@ -64,6 +65,10 @@ static const char *usage_text =
     "  --eval FILE        evaluate dense and pruned perplexity on FILE\n"
     "  --eval-max-windows K  evaluate only the first K windows\n"
     "  --json FILE        also write a JSON summary\n"
+    "  --resume           go on from the checkpoint in FILE.h5.ckpt/ when there is one (same\n"
+    "                     options and rank count), else start from scratch\n"
+    "  --checkpoint-every-layer  write FILE.h5.ckpt/ after every layer (survives kill -9);\n"
+    "                     SIGTERM/SIGUSR1 always finish the layer, checkpoint and exit 75\n"
     "\n"
     "sds-mpi export --model M --weights FILE.h5 --out DIR [--tokenizer DIR]\n"
     "  --model M          as for eval\n"
@@ -233,7 +238,9 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         O_EARLY,
         O_NOREDENSE,
         O_MIX,
-        O_CTOK
+        O_CTOK,
+        O_RESUME,
+        O_CKPT_EVERY
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"calib", required_argument, 0, O_CALIB},
@@ -263,6 +270,8 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                          {"sds-no-redense", no_argument, 0, O_NOREDENSE},
                                          {"sds-mix", required_argument, 0, O_MIX},
                                          {"calib-tokens", required_argument, 0, O_CTOK},
+                                         {"resume", no_argument, 0, O_RESUME},
+                                         {"checkpoint-every-layer", no_argument, 0, O_CKPT_EVERY},
                                          {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
@@ -320,6 +329,12 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
             break;
         case O_CTOK:
             o->calib_tokens = optarg;
+            break;
+        case O_RESUME:
+            o->resume = 1;
+            break;
+        case O_CKPT_EVERY:
+            o->every_layer = 1;
             break;
         case O_BASE:
             base = optarg;
@@ -452,6 +467,8 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
 
 int main(int argc, char **argv) {
     sds_runtime_blas_core_fix(argc, argv);
+    // prune: from start-up on, SIGTERM/SIGUSR1 mean "checkpoint after this layer" (mpi/stop.h)
+    if (argc >= 2 && !strcmp(argv[1], "prune")) sds_stop_install();
     MPI_Init(&argc, &argv);
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank;

@@ -9,9 +9,11 @@
 #include "hessian.h"
 #include "magnitude.h"
 #include "model_load.h"
+#include "prune_ckpt.h"
 #include "runtime.h"
 #include "sds_error.h"
 #include "sparsegpt.h"
+#include "stop.h"
 #include "text_ids.h"
 #include "token_file.h"
 #include "wanda.h"
@@ -38,12 +40,6 @@ const char *sds_method_name(sds_method m) {
     }
 }
 
-// Per-sublayer figures for the progress lines, the final table and the JSON summary.
-typedef struct {
-    sds_h5out_stats st;
-    char name[96]; // Hugging Face module name, e.g. model.layers.3.mlp.down_proj
-} sublayer_report;
-
 // The capture hook: every input a sublayer group sees goes into that group's statistics, or,
 // when copy is set (SDS with the dense target), into copy[group] (T, cols) so that the pruned
 // and the dense path's inputs of one sequence can be combined into the cross Gram.
@@ -60,13 +56,6 @@ static void capture_add(void *ctx, int32_t group, const float *x, int64_t T, int
         memcpy(c->copy[group], x, (size_t)(T * cols) * sizeof(float));
     else if (c->rc == SDS_OK)
         c->rc = sds_hessian_add(&c->h[group], x, 1, T);
-}
-
-// 64-bit FNV-1a, for the fingerprint of model, calibration and options.
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
 }
 
 static json_t *options_json(const sds_prune_opts *o, int nranks) {
@@ -253,7 +242,7 @@ static double extra_of(const sds_h5out_stats *st, const char *name) {
     return 0.0;
 }
 
-static int write_summary(const sds_prune_opts *o, int nranks, const sublayer_report *rep,
+static int write_summary(const sds_prune_opts *o, int nranks, const sds_sublayer_report *rep,
                          int64_t n_rep, double seconds, double ppl_dense, double ppl_pruned,
                          double peak_mib) {
     json_t *root = json_object();
@@ -297,7 +286,7 @@ static int run_eval(MPI_Comm comm, const sds_prune_opts *o, const sds_model *m, 
     return sds_eval_model(comm, m, &e);
 }
 
-int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
+static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
@@ -350,12 +339,24 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     const int64_t lo = o.nsamples * rank / size, hi = o.nsamples * (rank + 1) / size;
     const int64_t n_local = hi - lo;
 
-    uint64_t fp = 0xcbf29ce484222325ull;
+    uint64_t fp = SDS_FNV1A64_INIT;
     json_t *opts = options_json(&o, size);
     char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(opts);
-    fp = fnv1a(fp, opts_text, strlen(opts_text));
-    fp = fnv1a(fp, samples, (size_t)(o.nsamples * T) * sizeof(int32_t));
+    fp = sds_fnv1a64(fp, opts_text, strlen(opts_text));
+    fp = sds_fnv1a64(fp, samples, (size_t)(o.nsamples * T) * sizeof(int32_t));
+
+    // a checkpoint to resume from (or one that must not be overwritten) is found before any work
+    const int32_t n_lin = sds_model_n_linear(&m);
+    sds_sublayer_report *rep = sds_calloc((size_t)(L * n_lin), sizeof *rep, "report");
+    sds_prune_ckpt ck;
+    rc = sds_prune_ckpt_init(&ck, o.out, &m, rank);
+    rc = sds_agree(comm, rc == SDS_OK && !rep ? SDS_ERR_IO : rc);
+    sds_prune_state st = {&m, rep, opts_text, fp, fp, NULL, NULL, n_local, T, C};
+    int64_t last_done = -1; // the last layer restored from the checkpoint
+    if (rc == SDS_OK) rc = sds_prune_ckpt_open(comm, &ck, o.resume, &st, &last_done);
+    if (rc != SDS_OK) goto out_early;
+    fp = st.fp;
 
     double ppl_dense = 0.0, ppl_pruned = 0.0;
     if (o.eval) {
@@ -388,14 +389,9 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     if (two_paths) memcpy(inps_d, inps, act_bytes);
 
     sds_h5out *h5 = NULL;
-    rc = sds_h5out_create(comm, o.out, &h5);
-    const int32_t n_lin = sds_model_n_linear(&m);
-    sublayer_report *rep = sds_calloc((size_t)(L * n_lin), sizeof *rep, "report");
-    if (rc == SDS_OK && !rep) rc = SDS_ERR_IO;
-    rc = sds_agree(comm, rc);
+    rc = sds_agree(comm, sds_h5out_create(comm, o.out, &h5));
     if (rc != SDS_OK) {
         if (h5) sds_h5out_close(h5, 0);
-        free(rep);
         free(inps);
         free(inps_d);
         free(x);
@@ -418,9 +414,15 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                "sparsity", "rel.error", "damping", "seconds");
         fflush(stdout);
     }
+    // resuming: the finished layers' weights, masks and statistics (into the output, in their
+    // order) and this rank's activations after the last of them
+    st.inps = inps;
+    st.inps_d = inps_d;
+    if (last_done >= 0) rc = sds_prune_ckpt_restore(comm, &ck, &st, last_done, h5);
+    const int64_t restored = (last_done + 1) * n_lin; // sublayers not pruned by this run
 
     const double t_layers = sds_now();
-    for (int64_t l = 0; l < L && rc == SDS_OK; l++) {
+    for (int64_t l = last_done + 1; l < L && rc == SDS_OK; l++) {
         // 1. statistics of the dense layer on the pruned model's activations
         //    (SDS, dense target: also the dense path's Gram G_tt and the cross Gram K = X_s^T X_d
         //    per group, and the dense path advances through the still dense layer)
@@ -519,14 +521,14 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         if (rank == 0)
             for (int32_t i = 0; i < n_lin; i++) {
                 sds_linear_ref r = sds_model_linear(&m, l, i);
-                fp = fnv1a(fp, r.w, (size_t)(r.rows * r.cols) * sizeof(float));
+                fp = sds_fnv1a64(fp, r.w, (size_t)(r.rows * r.cols) * sizeof(float));
             }
 
         // 2. prune every sublayer: sublayer i on rank i % size, then everyone gets the result
         for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
             sds_linear_ref r = sds_model_linear(&m, l, i);
             const int owner = i % size;
-            sublayer_report *rp = &rep[l * n_lin + i];
+            sds_sublayer_report *rp = &rep[l * n_lin + i];
             sds_model_linear_module(&m, l, i, rp->name, sizeof rp->name);
             rp->st.layer = (int32_t)l;
             snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o.method));
@@ -558,10 +560,14 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             MPI_Bcast(&rp->st, (int)sizeof rp->st, MPI_BYTE, owner, comm);
             rc = sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, 0, rank == owner ? r.rows : 0,
                                     rank == owner ? r.w : NULL, mask, &rp->st);
+            // (the status is the same on every rank) rank 0 keeps the mask for checkpoints
+            if (rc == SDS_OK)
+                rc = sds_prune_ckpt_keep_mask(comm, &ck, l, i, owner, mask, r.rows * r.cols);
             free(mask);
             rc = sds_agree(comm, rc);
             if (rank == 0 && rc == SDS_OK) {
-                const double done = (double)(l * n_lin + i + 1), all = (double)(L * n_lin);
+                const double done = (double)(l * n_lin + i + 1 - restored),
+                             all = (double)(L * n_lin - restored);
                 const double el = sds_now() - t_layers;
                 char sds_note[96] = "";
                 if (is_sds)
@@ -588,6 +594,25 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         // 3. the pruned layer's outputs are the next layer's inputs
         for (int64_t s = 0; s < n_local && rc == SDS_OK; s++)
             sds_model_layer_forward(&m, l, inps + s * T * C, T, &w);
+
+        // 4. a signal (or the test hook) stops the run here, after a checkpoint
+        if (rc != SDS_OK) break;
+        const int why = sds_stop_agree(comm, l);
+        if (why != SDS_STOP_NONE || o.every_layer) {
+            st.fp = fp;
+            rc = sds_prune_ckpt_save(comm, &ck, &st, l);
+        }
+        if (rc == SDS_OK && why != SDS_STOP_NONE) {
+            if (rank == 0) {
+                fprintf(stderr,
+                        "sds-mpi: %s: stopped after layer %lld (%lld of %lld layers done) with "
+                        "a checkpoint in %s; resubmit the same command with --resume (exit %d)\n",
+                        sds_stop_name(why), (long long)l, (long long)(l + 1), (long long)L, ck.dir,
+                        SDS_ERR_CHECKPOINTED);
+                fflush(stderr);
+            }
+            rc = SDS_ERR_CHECKPOINTED;
+        }
     }
     free(inps);
     free(inps_d);
@@ -668,6 +693,9 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                             : SDS_OK;
         rc = sds_agree(comm, jrc);
     }
+    // a completed run needs its checkpoint no more
+    if (rc == SDS_OK) sds_prune_ckpt_remove(comm, &ck);
+    sds_prune_ckpt_free(&ck);
     free(rep);
     free(opts_text);
     free(samples);
@@ -675,8 +703,17 @@ int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     return rc;
 
 out_early:
+    sds_prune_ckpt_free(&ck);
+    free(rep);
     free(opts_text);
     free(samples);
     sds_model_free(&m);
     return rc;
+}
+
+int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o) {
+    // SIGTERM and SIGUSR1 only ask the layer loop to checkpoint and stop (main has installed
+    // the handlers already, before MPI_Init)
+    sds_stop_install();
+    return prune_run(comm, o);
 }

@@ -32,10 +32,14 @@ typedef struct {
     int64_t eval_max_windows; // --eval-max-windows (0: all)
     const char *export_hf;    // NULL, or a Hugging Face directory to export to
     sds_sds_opts sds;         // --method sds: base, target, solver, ...
+    int resume;               // --resume: go on from OUT.ckpt/ when it holds a checkpoint
+    int every_layer;          // --checkpoint-every-layer: a checkpoint after every layer
 } sds_prune_opts;
 
 const char *sds_method_name(sds_method m);
 
 // (collective) Returns the agreed status. Rank 0 prints one line per sublayer with an ETA, a
-// final table and, with --eval, the dense and pruned perplexity.
+// final table and, with --eval, the dense and pruned perplexity. SIGTERM or SIGUSR1 during the
+// run (or SDS_TEST_STOP_AFTER_LAYER=N, a test hook: as if a signal came during layer N) ends
+// the layer under way, writes a checkpoint (mpi/prune_ckpt.h) and returns SDS_ERR_CHECKPOINTED.
 int sds_prune_run(MPI_Comm comm, const sds_prune_opts *o);
