@@ -179,27 +179,26 @@ static int parse_export(int argc, char **argv, sds_export_opts *o) {
     return SDS_OK;
 }
 
-static int parse_double(const char *opt, const char *arg, double lo, double hi, double *out) {
+// A number in (lo, hi), or in [lo, hi) when lo_closed (regularisation weights may be 0).
+static int parse_range(const char *opt, const char *arg, double lo, int lo_closed, double hi,
+                       double *out) {
     char *end = NULL;
     errno = 0;
     double v = strtod(arg, &end);
-    if (errno || !end || *end || end == arg || !(v > lo && v < hi))
-        return sds_error_set(SDS_ERR_USAGE, "option %s: \"%s\" is not a number in (%g, %g)", opt,
-                             arg, lo, hi);
+    if (errno || !end || *end || end == arg || !((lo_closed ? v >= lo : v > lo) && v < hi))
+        return sds_error_set(SDS_ERR_USAGE, "option %s: \"%s\" is not a number in %c%g, %g)", opt,
+                             arg, lo_closed ? '[' : '(', lo, hi);
     *out = v;
     return SDS_OK;
 }
 
-// A number >= 0 (regularisation weights).
+static int parse_double(const char *opt, const char *arg, double lo, double hi, double *out) {
+    return parse_range(opt, arg, lo, 0, hi, out);
+}
+
+// A number >= 0 (regularisation weights, the SDS blend).
 static int parse_nonneg(const char *opt, const char *arg, double *out) {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(arg, &end);
-    if (errno || !end || *end || end == arg || !(v >= 0.0 && v < 1e6))
-        return sds_error_set(SDS_ERR_USAGE, "option %s: \"%s\" is not a number in [0, 1e6)", opt,
-                             arg);
-    *out = v;
-    return SDS_OK;
+    return parse_range(opt, arg, 0.0, 1, 1e6, out);
 }
 
 static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
