@@ -3,6 +3,7 @@
 #include "llama_load.h"
 #include "sds_error.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,12 +153,19 @@ static int read_gguf(void *ctx, const char *name, int32_t ndim, const int64_t *s
 }
 
 int sds_llama_load_gguf(const char *path, sds_llama_model *m) {
+    return sds_llama_load_gguf_part(path, 0, INT64_MAX, SDS_MODEL_EMBED | SDS_MODEL_HEAD, m);
+}
+
+int sds_llama_load_gguf_part(const char *path, int64_t layer_lo, int64_t layer_hi, int32_t parts,
+                             sds_llama_model *m) {
     memset(m, 0, sizeof *m);
     sds_gguf *g = NULL;
     SDS_TRY(sds_gguf_open(path, &g));
     sds_model_config cfg;
     int rc = sds_gguf_llama_config(g, &cfg);
-    if (rc == SDS_OK) rc = sds_llama_alloc(m, &cfg);
+    if (rc == SDS_OK)
+        rc = sds_llama_alloc_part(m, &cfg, layer_lo, layer_hi, (parts & SDS_MODEL_EMBED) != 0,
+                                  (parts & SDS_MODEL_HEAD) != 0);
     if (rc == SDS_OK) {
         gguf_src s = {g, &cfg};
         rc = sds_llama_fill(m, read_gguf, &s);

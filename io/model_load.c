@@ -7,6 +7,7 @@
 #include "sds_error.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,6 +22,11 @@ int sds_model_is_gguf(const char *path) {
 }
 
 int sds_model_load(const char *path, sds_model *m) {
+    return sds_model_load_part(path, 0, INT64_MAX, SDS_MODEL_EMBED | SDS_MODEL_HEAD, m);
+}
+
+int sds_model_load_part(const char *path, int64_t layer_lo, int64_t layer_hi, int32_t parts,
+                        sds_model *m) {
     memset(m, 0, sizeof *m);
     struct stat sb;
     if (stat(path, &sb) != 0)
@@ -32,7 +38,7 @@ int sds_model_load(const char *path, sds_model *m) {
                                  "directory (config.json and *.safetensors)",
                                  path);
         m->arch = SDS_ARCH_LLAMA;
-        SDS_TRY(sds_llama_load_gguf(path, &m->llama));
+        SDS_TRY(sds_llama_load_gguf_part(path, layer_lo, layer_hi, parts, &m->llama));
         m->cfg = m->llama.cfg;
         return SDS_OK;
     }
@@ -43,11 +49,11 @@ int sds_model_load(const char *path, sds_model *m) {
     m->arch = cfg.arch;
     switch (cfg.arch) {
     case SDS_ARCH_OPT:
-        SDS_TRY(sds_opt_load_dir(path, &m->opt));
+        SDS_TRY(sds_opt_load_dir_part(path, layer_lo, layer_hi, parts, &m->opt));
         m->cfg = m->opt.cfg;
         return SDS_OK;
     case SDS_ARCH_LLAMA:
-        SDS_TRY(sds_llama_load_dir(path, &m->llama));
+        SDS_TRY(sds_llama_load_dir_part(path, layer_lo, layer_hi, parts, &m->llama));
         m->cfg = m->llama.cfg;
         return SDS_OK;
     default:

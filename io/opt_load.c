@@ -4,6 +4,7 @@
 
 #include "sds_error.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,6 +61,11 @@ static int read_layer(const opt_src *s, const sds_model_config *c, int64_t i, sd
 }
 
 int sds_opt_load_dir(const char *dir, sds_opt_model *m) {
+    return sds_opt_load_dir_part(dir, 0, INT64_MAX, SDS_MODEL_EMBED | SDS_MODEL_HEAD, m);
+}
+
+int sds_opt_load_dir_part(const char *dir, int64_t layer_lo, int64_t layer_hi, int32_t parts,
+                          sds_opt_model *m) {
     memset(m, 0, sizeof *m);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -70,7 +76,8 @@ int sds_opt_load_dir(const char *dir, sds_opt_model *m) {
                              cfg.model_type);
     sds_safetensors *st = NULL;
     SDS_TRY(sds_safetensors_open(dir, &st));
-    int rc = sds_opt_alloc(m, &cfg);
+    int rc = sds_opt_alloc_part(m, &cfg, layer_lo, layer_hi, (parts & SDS_MODEL_EMBED) != 0,
+                                (parts & SDS_MODEL_HEAD) != 0);
     if (rc != SDS_OK) {
         sds_safetensors_free(st);
         return rc;
@@ -80,8 +87,9 @@ int sds_opt_load_dir(const char *dir, sds_opt_model *m) {
         sds_safetensors_find(st, "decoder.embed_tokens.weight"))
         s.prefix = "decoder.";
     const int64_t C = cfg.hidden_size, E = cfg.word_embed_proj_dim, V = cfg.vocab_size;
-    rc = read2(&s, "embed_tokens.weight", m->embed_tokens, V, E);
-    if (rc == SDS_OK)
+    // only what m holds (a tied head holds embed_tokens without the embeddings)
+    if (m->embed_tokens) rc = read2(&s, "embed_tokens.weight", m->embed_tokens, V, E);
+    if (rc == SDS_OK && m->embed_positions)
         rc = read2(&s, "embed_positions.weight", m->embed_positions,
                    cfg.max_position_embeddings + 2, C);
     if (rc == SDS_OK && m->project_in) rc = read2(&s, "project_in.weight", m->project_in, C, E);
@@ -90,12 +98,12 @@ int sds_opt_load_dir(const char *dir, sds_opt_model *m) {
         rc = read1(&s, "final_layer_norm.weight", m->final_ln_w, C);
         if (rc == SDS_OK) rc = read1(&s, "final_layer_norm.bias", m->final_ln_b, C);
     }
-    if (rc == SDS_OK && !cfg.tie_word_embeddings) {
+    if (rc == SDS_OK && m->lm_head && !cfg.tie_word_embeddings) {
         int64_t shape[2] = {V, E};
         rc = sds_safetensors_read_f32(st, "lm_head.weight", 2, shape, m->lm_head);
     }
     for (int64_t i = 0; rc == SDS_OK && i < cfg.n_layers; i++)
-        rc = read_layer(&s, &cfg, i, &m->layers[i]);
+        if (m->layers[i].params) rc = read_layer(&s, &cfg, i, &m->layers[i]);
     sds_safetensors_free(st);
     if (rc != SDS_OK) sds_opt_free(m);
     return rc;

@@ -19,29 +19,43 @@ static float *carve(float **cursor, size_t n) {
 }
 
 int sds_llama_alloc(sds_llama_model *m, const sds_model_config *cfg) {
+    return sds_llama_alloc_part(m, cfg, 0, cfg->n_layers, 1, 1);
+}
+
+int sds_llama_alloc_part(sds_llama_model *m, const sds_model_config *cfg, int64_t layer_lo,
+                         int64_t layer_hi, int embed, int head) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     const size_t C = (size_t)cfg->hidden_size, F = (size_t)cfg->ffn_dim,
                  V = (size_t)cfg->vocab_size, Q = (size_t)(cfg->n_heads * cfg->head_dim),
                  KV = (size_t)(cfg->n_kv_heads * cfg->head_dim);
-    size_t n = V * C + C;
-    if (!cfg->tie_word_embeddings) n += V * C;
+    const int tied = cfg->tie_word_embeddings, tokens = embed || (head && tied);
+    if (layer_lo < 0) layer_lo = 0;
+    if (layer_hi > cfg->n_layers) layer_hi = cfg->n_layers;
+    m->has_embed = embed != 0;
+    m->has_head = head != 0;
+    size_t n = 0;
+    if (tokens) n += V * C;
+    if (head) n += C;
+    if (head && !tied) n += V * C;
     m->n_params = n;
-    m->params = sds_calloc(n, sizeof(float), "Llama embeddings");
+    m->params = n ? sds_calloc(n, sizeof(float), "Llama embeddings") : NULL;
     m->layers = sds_calloc((size_t)cfg->n_layers, sizeof(sds_llama_layer), "Llama layers");
-    if (!m->params || !m->layers) {
+    if ((n && !m->params) || !m->layers) {
         sds_llama_free(m);
         return SDS_ERR_IO;
     }
     float *c = m->params;
-    m->embed_tokens = carve(&c, V * C);
-    m->final_norm_w = carve(&c, C);
-    m->lm_head = cfg->tie_word_embeddings ? m->embed_tokens : carve(&c, V * C);
+    if (tokens) m->embed_tokens = carve(&c, V * C);
+    if (head) {
+        m->final_norm_w = carve(&c, C);
+        m->lm_head = tied ? m->embed_tokens : carve(&c, V * C);
+    }
 
     size_t nl = 2 * Q * C + 2 * KV * C + 3 * F * C + 2 * C;
     if (cfg->attention_bias) nl += Q + 2 * KV + C;
     if (cfg->mlp_bias) nl += 2 * F + C;
-    for (int64_t i = 0; i < cfg->n_layers; i++) {
+    for (int64_t i = layer_lo; i < layer_hi; i++) {
         sds_llama_layer *l = &m->layers[i];
         l->n_params = nl;
         l->params = sds_calloc(nl, sizeof(float), "Llama layer");
@@ -217,6 +231,7 @@ void sds_llama_work_free(sds_llama_work *w) {
 }
 
 void sds_llama_embed(const sds_llama_model *m, const int32_t *tokens, int64_t T, float *x) {
+    SDS_ASSERT(m->has_embed);
     const int64_t C = m->cfg.hidden_size;
     for (int64_t t = 0; t < T; t++)
         memcpy(x + t * C, m->embed_tokens + (int64_t)tokens[t] * C, (size_t)C * sizeof(float));
@@ -242,6 +257,7 @@ static void rope_apply(float *x, int64_t T, int64_t NH, int64_t HD, const float 
 
 void sds_llama_layer_forward(const sds_llama_model *m, const sds_llama_layer *l, float *x,
                              int64_t T, sds_llama_work *w) {
+    SDS_ASSERT(l->params != NULL); // a layer this process does not hold
     SDS_ASSERT(T <= w->T);
     const sds_model_config *c = &m->cfg;
     const int64_t C = c->hidden_size, F = c->ffn_dim, NH = c->n_heads, NKV = c->n_kv_heads,
@@ -276,6 +292,7 @@ void sds_llama_layer_forward(const sds_llama_model *m, const sds_llama_layer *l,
 }
 
 void sds_llama_head_prepare(const sds_llama_model *m, const float *x, int64_t T, float *y) {
+    SDS_ASSERT(m->has_head);
     sds_rmsnorm(y, x, m->final_norm_w, T, m->cfg.hidden_size, m->cfg.norm_eps);
 }
 
@@ -283,20 +300,27 @@ void sds_llama_logits(const sds_llama_model *m, const float *y, int64_t T, float
     sds_linear(logits, y, m->lm_head, NULL, T, m->cfg.hidden_size, m->cfg.vocab_size);
 }
 
-double sds_llama_window_nll(const sds_llama_model *m, const int32_t *tokens, int64_t T,
-                            sds_llama_work *w) {
+double sds_llama_head_nll(const sds_llama_model *m, const int32_t *tokens, const float *x,
+                          int64_t T, sds_llama_work *w) {
     SDS_ASSERT(T <= w->T && T >= 2);
     const int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size;
-    sds_llama_embed(m, tokens, T, w->x);
-    for (int64_t i = 0; i < m->cfg.n_layers; i++)
-        sds_llama_layer_forward(m, &m->layers[i], w->x, T, w);
-    sds_llama_head_prepare(m, w->x, T, w->x);
+    float *y = w->h; // x is left as it was
+    sds_llama_head_prepare(m, x, T, y);
     double nll = 0.0;
     // position t predicts tokens[t+1]; the last position predicts nothing
     for (int64_t t0 = 0; t0 < T - 1; t0 += SDS_LLAMA_HEAD_CHUNK) {
         int64_t n = T - 1 - t0 < SDS_LLAMA_HEAD_CHUNK ? T - 1 - t0 : SDS_LLAMA_HEAD_CHUNK;
-        sds_llama_logits(m, w->x + t0 * C, n, w->logits);
+        sds_llama_logits(m, y + t0 * C, n, w->logits);
         nll += sds_nll_rows(w->logits, tokens + t0 + 1, n, V);
     }
     return nll;
+}
+
+double sds_llama_window_nll(const sds_llama_model *m, const int32_t *tokens, int64_t T,
+                            sds_llama_work *w) {
+    SDS_ASSERT(T <= w->T && T >= 2);
+    sds_llama_embed(m, tokens, T, w->x);
+    for (int64_t i = 0; i < m->cfg.n_layers; i++)
+        sds_llama_layer_forward(m, &m->layers[i], w->x, T, w);
+    return sds_llama_head_nll(m, tokens, w->x, T, w);
 }

@@ -42,11 +42,19 @@ typedef struct {
     float *embed_tokens;     // (V,C)
     float *final_norm_w;     // model.norm (C)
     float *lm_head;          // (V,C): embed_tokens when tied
-    sds_llama_layer *layers; // n_layers entries
+    sds_llama_layer *layers; // n_layers entries (params NULL for layers not held)
+    int has_embed;           // embed_tokens held for the embedding
+    int has_head;            // final norm and lm_head held
 } sds_llama_model;
 
 // Allocates the parameter buffers for cfg (zeroed). Returns SDS_OK or an error.
 int sds_llama_alloc(sds_llama_model *m, const sds_model_config *cfg);
+// The same for decoder layers [layer_lo, layer_hi) only (clamped to [0, n_layers]), with the
+// embedding (embed) and the head (head: final norm, lm_head; a tied head holds embed_tokens)
+// when asked. Other layers keep params NULL and n_params 0; params holds what is asked in
+// sds_llama_alloc's order (NULL when nothing).
+int sds_llama_alloc_part(sds_llama_model *m, const sds_model_config *cfg, int64_t layer_lo,
+                         int64_t layer_hi, int embed, int head);
 void sds_llama_free(sds_llama_model *m);
 // Weight matrix of a linear sublayer (rows,cols) for messages and pruning.
 float *sds_llama_linear_weight(sds_llama_layer *l, sds_llama_linear which, int64_t *rows,
@@ -77,13 +85,19 @@ void sds_llama_work_free(sds_llama_work *w);
 
 // x (T,C) = input of layer 0 for tokens (T).
 void sds_llama_embed(const sds_llama_model *m, const int32_t *tokens, int64_t T, float *x);
-// x (T,C) = layer l (x (T,C)), in place; tokens at positions 0..T-1 (T <= w->T).
+// x (T,C) = layer l (x (T,C)), in place; tokens at positions 0..T-1 (T <= w->T); l must be held.
 void sds_llama_layer_forward(const sds_llama_model *m, const sds_llama_layer *l, float *x,
                              int64_t T, sds_llama_work *w);
 // y (T,C) = final RMSNorm of x (T,C); y may be x.
 void sds_llama_head_prepare(const sds_llama_model *m, const float *x, int64_t T, float *y);
 // logits (T,V) of the prepared head input y (T,C).
 void sds_llama_logits(const sds_llama_model *m, const float *y, int64_t T, float *logits);
-// Sum over t in [0,T-1) of -log p(tokens[t+1] | tokens[..t]) for one whole window (double).
+// Sum over t in [0,T-1) of -log p(tokens[t+1] | tokens[..t]) given x (T,C), the output of the
+// last decoder layer (final norm, logits in chunks); x is not modified (it may be w->x, not
+// another of w's buffers).
+double sds_llama_head_nll(const sds_llama_model *m, const int32_t *tokens, const float *x,
+                          int64_t T, sds_llama_work *w);
+// Sum over t in [0,T-1) of -log p(tokens[t+1] | tokens[..t]) for one whole window (double):
+// embed, every layer, then sds_llama_head_nll.
 double sds_llama_window_nll(const sds_llama_model *m, const int32_t *tokens, int64_t T,
                             sds_llama_work *w);

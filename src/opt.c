@@ -17,6 +17,11 @@ static float *carve(float **cursor, size_t n) {
 }
 
 int sds_opt_alloc(sds_opt_model *m, const sds_model_config *cfg) {
+    return sds_opt_alloc_part(m, cfg, 0, cfg->n_layers, 1, 1);
+}
+
+int sds_opt_alloc_part(sds_opt_model *m, const sds_model_config *cfg, int64_t layer_lo,
+                       int64_t layer_hi, int embed, int head) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     const size_t C = (size_t)cfg->hidden_size, F = (size_t)cfg->ffn_dim,
@@ -24,34 +29,40 @@ int sds_opt_alloc(sds_opt_model *m, const sds_model_config *cfg) {
                  P = (size_t)cfg->max_position_embeddings + 2;
     const int proj = E != C, final_ln = cfg->do_layer_norm_before && !cfg->remove_final_layer_norm;
     const int affine = cfg->layer_norm_affine, bias = cfg->enable_bias;
-    size_t n = V * E + P * C;
-    if (proj) n += 2 * C * E;
-    if (final_ln && affine) n += 2 * C;
-    if (!cfg->tie_word_embeddings) n += V * E;
+    const int tied = cfg->tie_word_embeddings, tokens = embed || (head && tied);
+    if (layer_lo < 0) layer_lo = 0;
+    if (layer_hi > cfg->n_layers) layer_hi = cfg->n_layers;
+    m->has_embed = embed != 0;
+    m->has_head = head != 0;
+    size_t n = 0;
+    if (tokens) n += V * E;
+    if (embed) n += P * C;
+    if (embed && proj) n += C * E;
+    if (head && proj) n += E * C;
+    if (head && final_ln && affine) n += 2 * C;
+    if (head && !tied) n += V * E;
     m->n_params = n;
-    m->params = sds_calloc(n, sizeof(float), "OPT embeddings");
+    m->params = n ? sds_calloc(n, sizeof(float), "OPT embeddings") : NULL;
     m->layers = sds_calloc((size_t)cfg->n_layers, sizeof(sds_opt_layer), "OPT layers");
-    if (!m->params || !m->layers) {
+    if ((n && !m->params) || !m->layers) {
         sds_opt_free(m);
         return SDS_ERR_IO;
     }
     float *c = m->params;
-    m->embed_tokens = carve(&c, V * E);
-    m->embed_positions = carve(&c, P * C);
-    if (proj) {
-        m->project_in = carve(&c, C * E);
-        m->project_out = carve(&c, E * C);
-    }
-    if (final_ln && affine) {
+    if (tokens) m->embed_tokens = carve(&c, V * E);
+    if (embed) m->embed_positions = carve(&c, P * C);
+    if (embed && proj) m->project_in = carve(&c, C * E);
+    if (head && proj) m->project_out = carve(&c, E * C);
+    if (head && final_ln && affine) {
         m->final_ln_w = carve(&c, C);
         m->final_ln_b = carve(&c, C);
     }
-    m->lm_head = cfg->tie_word_embeddings ? m->embed_tokens : carve(&c, V * E);
+    if (head) m->lm_head = tied ? m->embed_tokens : carve(&c, V * E);
 
     size_t nl = 4 * C * C + 2 * C * F;
     if (bias) nl += 4 * C + F + C;
     if (affine) nl += 4 * C;
-    for (int64_t i = 0; i < cfg->n_layers; i++) {
+    for (int64_t i = layer_lo; i < layer_hi; i++) {
         sds_opt_layer *l = &m->layers[i];
         l->n_params = nl;
         l->params = sds_calloc(nl, sizeof(float), "OPT layer");
@@ -172,6 +183,7 @@ void sds_opt_work_free(sds_opt_work *w) {
 
 void sds_opt_embed(const sds_opt_model *m, const int32_t *tokens, int64_t T, float *x,
                    sds_opt_work *w) {
+    SDS_ASSERT(m->has_embed);
     const int64_t C = m->cfg.hidden_size, E = m->cfg.word_embed_proj_dim;
     // emb (T,E) = embed_tokens[tokens]; x (T,C) = project_in(emb) or emb
     float *emb = m->project_in ? w->emb : x;
@@ -184,6 +196,7 @@ void sds_opt_embed(const sds_opt_model *m, const int32_t *tokens, int64_t T, flo
 
 void sds_opt_layer_forward(const sds_opt_model *m, const sds_opt_layer *l, float *x, int64_t T,
                            sds_opt_work *w) {
+    SDS_ASSERT(l->params != NULL); // a layer this process does not hold
     const sds_model_config *c = &m->cfg;
     const int64_t C = c->hidden_size, F = c->ffn_dim, NH = c->n_heads, HD = c->head_dim;
     const int pre = c->do_layer_norm_before;
@@ -223,6 +236,7 @@ void sds_opt_layer_forward(const sds_opt_model *m, const sds_opt_layer *l, float
 }
 
 void sds_opt_head_prepare(const sds_opt_model *m, float *x, int64_t T, float *y) {
+    SDS_ASSERT(m->has_head);
     const int64_t C = m->cfg.hidden_size, E = m->cfg.word_embed_proj_dim;
     const int final_ln = m->cfg.do_layer_norm_before && !m->cfg.remove_final_layer_norm;
     if (final_ln) sds_layernorm(x, x, m->final_ln_w, m->final_ln_b, T, C, m->cfg.norm_eps);
@@ -236,20 +250,30 @@ void sds_opt_logits(const sds_opt_model *m, const float *y, int64_t T, float *lo
     sds_linear(logits, y, m->lm_head, NULL, T, m->cfg.word_embed_proj_dim, m->cfg.vocab_size);
 }
 
-double sds_opt_window_nll(const sds_opt_model *m, const int32_t *tokens, int64_t T,
-                          sds_opt_work *w) {
+double sds_opt_head_nll(const sds_opt_model *m, const int32_t *tokens, const float *x, int64_t T,
+                        sds_opt_work *w) {
     SDS_ASSERT(T <= w->T && T >= 2);
-    const int64_t E = m->cfg.word_embed_proj_dim, V = m->cfg.vocab_size;
-    sds_opt_embed(m, tokens, T, w->x, w);
-    for (int64_t i = 0; i < m->cfg.n_layers; i++)
-        sds_opt_layer_forward(m, &m->layers[i], w->x, T, w);
-    sds_opt_head_prepare(m, w->x, T, w->emb);
+    const int64_t C = m->cfg.hidden_size, E = m->cfg.word_embed_proj_dim, V = m->cfg.vocab_size;
+    // the final norm works in place: on a copy in w->h, so x is left as it was
+    float *h = w->h;
+    if (x != h) memcpy(h, x, (size_t)(T * C) * sizeof(float));
+    float *y = m->project_out ? w->emb : h;
+    sds_opt_head_prepare(m, h, T, y);
     double nll = 0.0;
     // position t predicts tokens[t+1]; the last position predicts nothing
     for (int64_t t0 = 0; t0 < T - 1; t0 += SDS_OPT_HEAD_CHUNK) {
         int64_t n = T - 1 - t0 < SDS_OPT_HEAD_CHUNK ? T - 1 - t0 : SDS_OPT_HEAD_CHUNK;
-        sds_opt_logits(m, w->emb + t0 * E, n, w->logits);
+        sds_opt_logits(m, y + t0 * E, n, w->logits);
         nll += sds_nll_rows(w->logits, tokens + t0 + 1, n, V);
     }
     return nll;
+}
+
+double sds_opt_window_nll(const sds_opt_model *m, const int32_t *tokens, int64_t T,
+                          sds_opt_work *w) {
+    SDS_ASSERT(T <= w->T && T >= 2);
+    sds_opt_embed(m, tokens, T, w->x, w);
+    for (int64_t i = 0; i < m->cfg.n_layers; i++)
+        sds_opt_layer_forward(m, &m->layers[i], w->x, T, w);
+    return sds_opt_head_nll(m, tokens, w->x, T, w);
 }

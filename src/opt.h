@@ -40,11 +40,19 @@ typedef struct {
     float *project_out;             // (E,C) or NULL when E == C
     float *final_ln_w, *final_ln_b; // (C) or NULL (post-LN models have none)
     float *lm_head;                 // (V,E): embed_tokens when tied
-    sds_opt_layer *layers;          // n_layers entries
+    sds_opt_layer *layers;          // n_layers entries (params NULL for layers not held)
+    int has_embed;                  // embed_tokens, embed_positions, project_in held
+    int has_head;                   // final norm, project_out, lm_head held
 } sds_opt_model;
 
 // Allocates the parameter buffers for cfg (zeroed). Returns SDS_OK or an error.
 int sds_opt_alloc(sds_opt_model *m, const sds_model_config *cfg);
+// The same for decoder layers [layer_lo, layer_hi) only (clamped to [0, n_layers]), with the
+// embeddings (embed: embed_tokens, embed_positions, project_in) and the head (head: final norm,
+// project_out, lm_head; a tied head holds embed_tokens) when asked. Other layers keep params NULL
+// and n_params 0; params holds what is asked in sds_opt_alloc's order (NULL when nothing).
+int sds_opt_alloc_part(sds_opt_model *m, const sds_model_config *cfg, int64_t layer_lo,
+                       int64_t layer_hi, int embed, int head);
 void sds_opt_free(sds_opt_model *m);
 // Weight matrix of a linear sublayer (rows,cols) for messages and pruning.
 float *sds_opt_linear_weight(sds_opt_layer *l, sds_opt_linear which, int64_t *rows, int64_t *cols,
@@ -70,13 +78,19 @@ void sds_opt_work_free(sds_opt_work *w);
 // x (T,C) = input of layer 0 for tokens (T).
 void sds_opt_embed(const sds_opt_model *m, const int32_t *tokens, int64_t T, float *x,
                    sds_opt_work *w);
-// x (T,C) = layer l (x (T,C)), in place.
+// x (T,C) = layer l (x (T,C)), in place; l must be held.
 void sds_opt_layer_forward(const sds_opt_model *m, const sds_opt_layer *l, float *x, int64_t T,
                            sds_opt_work *w);
 // y (T,E) = final norm and project_out of x (T,C) (x is overwritten).
 void sds_opt_head_prepare(const sds_opt_model *m, float *x, int64_t T, float *y);
 // logits (T,V) of the prepared head input y (T,E).
 void sds_opt_logits(const sds_opt_model *m, const float *y, int64_t T, float *logits);
-// Sum over t in [0,T-1) of -log p(tokens[t+1] | tokens[..t]) for one whole window (double).
+// Sum over t in [0,T-1) of -log p(tokens[t+1] | tokens[..t]) given x (T,C), the output of the
+// last decoder layer (final norm, project_out, logits in chunks); x is not modified (it may be
+// w->x, not another of w's buffers).
+double sds_opt_head_nll(const sds_opt_model *m, const int32_t *tokens, const float *x, int64_t T,
+                        sds_opt_work *w);
+// Sum over t in [0,T-1) of -log p(tokens[t+1] | tokens[..t]) for one whole window (double):
+// embed, every layer, then sds_opt_head_nll.
 double sds_opt_window_nll(const sds_opt_model *m, const int32_t *tokens, int64_t T,
                           sds_opt_work *w);

@@ -19,3 +19,17 @@ set_tests_properties(eval_perplexity PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FI
 add_test(NAME eval_errors COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_errors.py)
 set_tests_properties(eval_errors PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf
                      PROCESSORS 2)
+
+# Partial loading for pipeline stages (sds_model_load_part): parts against the whole model on
+# generated OPT and Llama checkpoints and on the real SmolLM2 GGUF.
+if(NOT DEFINED SDS_SMOLLM2_GGUF)
+  set(SDS_SMOLLM2_GGUF ${PROJECT_SOURCE_DIR}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)
+endif()
+add_executable(test_model_part ${CMAKE_CURRENT_SOURCE_DIR}/test_model_part.c)
+target_link_libraries(test_model_part PRIVATE sds_io)
+set(SDS_PART_FIXTURES opt-preln opt-postln-proj opt-fp16-sharded llama-gqa llama-tied-bias
+                      llama-bf16-sharded)
+list(TRANSFORM SDS_PART_FIXTURES PREPEND ${PROJECT_BINARY_DIR}/fixtures/)
+add_test(NAME model_part COMMAND test_model_part ${SDS_PART_FIXTURES} ${SDS_SMOLLM2_GGUF})
+set_tests_properties(model_part PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf
+                     TIMEOUT 600)
