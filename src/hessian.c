@@ -4,7 +4,18 @@
 
 #include <cblas.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+
+int64_t sds_hessian_packed_len(const sds_hessian *h) {
+    return h->cols * (h->cols + 1) / 2;
+}
+
+static void free_acc(sds_hessian *h) {
+    free(h->acc);
+    free(h->sq_acc);
+    h->acc = h->sq_acc = NULL;
+}
 
 int sds_hessian_init(sds_hessian *h, int64_t cols, int32_t flags) {
     memset(h, 0, sizeof *h);
@@ -15,12 +26,17 @@ int sds_hessian_init(sds_hessian *h, int64_t cols, int32_t flags) {
     h->flags = flags;
     if (flags & SDS_HESSIAN_GRAM) {
         h->H = sds_calloc((size_t)(cols * cols), sizeof(float), "the Hessian");
-        if (!h->H) return SDS_ERR_IO;
+        h->acc = sds_calloc((size_t)sds_hessian_packed_len(h), sizeof(sds_xsum_t), "the Hessian");
+        if (!h->H || !h->acc) {
+            sds_hessian_free(h);
+            return SDS_ERR_IO;
+        }
     }
     if (flags & SDS_HESSIAN_WANDA) {
         h->sq = sds_calloc((size_t)cols, sizeof(double), "the Wanda statistic");
         h->wanda = sds_calloc((size_t)cols, sizeof(float), "the Wanda statistic");
-        if (!h->sq || !h->wanda) {
+        h->sq_acc = sds_calloc((size_t)cols, sizeof(sds_xsum_t), "the Wanda statistic");
+        if (!h->sq || !h->wanda || !h->sq_acc) {
             sds_hessian_free(h);
             return SDS_ERR_IO;
         }
@@ -35,16 +51,35 @@ int sds_hessian_add(sds_hessian *h, const float *X, int64_t nseq, int64_t tokens
                              "Hessian: %lld sequences of %lld tokens is too many "
                              "for one call",
                              (long long)nseq, (long long)tokens);
-    const int64_t n = nseq * tokens, cols = h->cols;
-    if (n > 0 && (h->flags & SDS_HESSIAN_GRAM))
-        // X row-major (n, cols): H (upper, row-major) += X^T X. ssyrk does half of sgemm's flops
-        // and took 0.55 of sgemm's time on X^T X here (a triangle of sgemm panels took 0.70).
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)cols, (int)n, 1.0f, X, (int)cols,
-                    1.0f, h->H, (int)cols);
-    if (h->flags & SDS_HESSIAN_WANDA) {
-        for (int64_t t = 0; t < n; t++) {
-            const float *x = X + t * cols;
-            for (int64_t j = 0; j < cols; j++) h->sq[j] += (double)x[j] * x[j];
+    const int64_t cols = h->cols;
+    for (int64_t s = 0; s < nseq; s++) {
+        const float *Xs = X + s * tokens * cols;
+        if (tokens > 0 && (h->flags & SDS_HESSIAN_GRAM)) {
+            // X_s row-major (tokens, cols): this sequence's X_s^T X_s (upper, row-major) in fp32,
+            // then into the exact sum. ssyrk reached ~0.8 of sgemm's GFLOP/s on X^T X at 768
+            // columns and 2 threads in paired runs; triangles of ssyrk + sgemm tiles
+            // (OpenBLAS-threaded, or single-threaded tiles on our own threads) were slower.
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)cols, (int)tokens, 1.0f, Xs,
+                        (int)cols, 0.0f, h->H, (int)cols);
+            if (sds_xsum_add_upper_f32(h->acc, h->H, cols, SDS_HESSIAN_XSUM_LIMIT))
+                return sds_error_set(SDS_ERR_NUMERIC,
+                                     "Hessian: an entry of one sequence's X^T X is not finite or "
+                                     "%.3g or more: the calibration activations are too large "
+                                     "for exact sums",
+                                     SDS_HESSIAN_XSUM_LIMIT);
+        }
+        if (h->flags & SDS_HESSIAN_WANDA) {
+            memset(h->sq, 0, (size_t)cols * sizeof(double));
+            for (int64_t t = 0; t < tokens; t++) {
+                const float *x = Xs + t * cols;
+                for (int64_t j = 0; j < cols; j++) h->sq[j] += (double)x[j] * x[j];
+            }
+            if (sds_xsum_add_f64(h->sq_acc, h->sq, (size_t)cols, SDS_HESSIAN_XSUM_LIMIT))
+                return sds_error_set(SDS_ERR_NUMERIC,
+                                     "Wanda statistic: a sum of squares of one sequence is not "
+                                     "finite or %.3g or more: the calibration activations are "
+                                     "too large for exact sums",
+                                     SDS_HESSIAN_XSUM_LIMIT);
         }
     }
     h->nseq += nseq;
@@ -58,23 +93,33 @@ int sds_hessian_finish(sds_hessian *h) {
     const int64_t cols = h->cols;
     if (h->flags & SDS_HESSIAN_GRAM) {
         const float scale = (float)(2.0 / (double)h->nseq);
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t j = i; j < cols; j++) h->H[i * cols + j] *= scale;
-        // Lower from upper in 64 x 64 tiles, so the strided reads stay in cache.
+        float *H = h->H;
+        sds_xsum_upper_to_f32(h->acc, H, cols);
+        // One pass in 64 x 64 tiles: scale the upper tile (ib, jb), jb >= ib, and write it
+        // transposed into the lower tile (jb, ib) while it is in cache.
         const int64_t T = 64;
-        for (int64_t ib = 0; ib < cols; ib += T)
-            for (int64_t jb = 0; jb <= ib; jb += T)
-                for (int64_t i = ib; i < ib + T && i < cols; i++)
-                    for (int64_t j = jb; j < jb + T && j < i; j++)
-                        h->H[i * cols + j] = h->H[j * cols + i];
+        for (int64_t ib = 0; ib < cols; ib += T) {
+            const int64_t ie = ib + T < cols ? ib + T : cols;
+            for (int64_t jb = ib; jb < cols; jb += T) {
+                const int64_t je = jb + T < cols ? jb + T : cols;
+                for (int64_t i = ib; i < ie; i++)
+                    for (int64_t j = jb > i ? jb : i; j < je; j++) H[i * cols + j] *= scale;
+                for (int64_t j = jb; j < je; j++)
+                    for (int64_t i = ib; i < ie && i < j; i++) H[j * cols + i] = H[i * cols + j];
+            }
+        }
     }
-    if (h->flags & SDS_HESSIAN_WANDA)
+    if (h->flags & SDS_HESSIAN_WANDA) {
+        sds_xsum_to_f64(h->sq_acc, h->sq, (size_t)cols);
         for (int64_t j = 0; j < cols; j++) h->wanda[j] = (float)(h->sq[j] / (double)h->nseq);
+    }
+    free_acc(h);
     h->done = 1;
     return SDS_OK;
 }
 
 void sds_hessian_free(sds_hessian *h) {
+    free_acc(h);
     free(h->H);
     free(h->sq);
     free(h->wanda);

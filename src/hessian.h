@@ -3,10 +3,19 @@
 //   Wanda    s_j = (1/n) * sum over sequences of sum over tokens of x_j^2   (cols)
 // where X_s is (tokens, cols) row-major (one row per token) and n counts sequences.
 // Lifecycle: init, add (any number of times), finish, then read H / wanda, free.
-// Distributed use: every rank adds its own sequences, the raw sums `H` (upper triangle),
-// `sq` and `nseq` are summed across ranks, then each rank (or the owner) calls finish.
+// Exact sums: each sequence's X_s^T X_s is computed in fp32 (ssyrk) and added to a 128-bit
+// fixed-point accumulator (src/xsum.h), as are its sums of squares; so the statistics do not
+// depend on the order the sequences come in, nor on how they are spread over ranks.
+// Distributed use: every rank adds its own sequences, the accumulators `acc` and `sq_acc` are
+// summed across ranks (mpi/xsum_mpi.h: sds_hessian_allreduce), then each rank calls finish.
 #pragma once
+#include "xsum.h"
+
 #include <stdint.h>
+
+// The largest entry of one sequence's Gram (or sum of squares) that the exact sums take: room
+// for 2^16 sequences below 2^62 (src/xsum.h). At 2048 tokens, activations up to ~1.6e5.
+#define SDS_HESSIAN_XSUM_LIMIT 70368744177664.0 // 2^46
 
 enum {
     SDS_HESSIAN_GRAM = 1, // accumulate H
@@ -18,18 +27,27 @@ typedef struct {
     int64_t nseq;  // sequences added so far
     int32_t flags; // SDS_HESSIAN_GRAM | SDS_HESSIAN_WANDA
     int32_t done;  // finish() was called
-    float *H;      // (cols, cols) row-major. Before finish: raw sum of X^T X, upper triangle
-                   // only (j >= i). After finish: the full symmetric H, scaled by 2/nseq.
-    double *sq;    // (cols) raw sum of x_j^2 (double: sums of up to ~10^6 squares)
+    float *H;      // (cols, cols) row-major. Before finish: scratch (one sequence's X^T X).
+                   // After finish: the full symmetric H, scaled by 2/nseq.
+    double *sq;    // (cols) scratch: one sequence's sums of x_j^2
     float *wanda;  // (cols) s_j after finish
+    // exact sums until finish (then freed): the upper triangle of sum_s X_s^T X_s, row by row,
+    // cols (cols + 1) / 2 entries; and sum of x_j^2 (cols)
+    sds_xsum_t *acc, *sq_acc;
 } sds_hessian;
 
+// Packed length of h->acc: cols (cols + 1) / 2.
+int64_t sds_hessian_packed_len(const sds_hessian *h);
 // Allocates zeroed accumulators. Returns a status code (out of memory: message says so).
 int sds_hessian_init(sds_hessian *h, int64_t cols, int32_t flags);
 // Adds nseq sequences of `tokens` tokens each: X is (nseq, tokens, cols) row-major. One BLAS-3
-// call (ssyrk) over all nseq * tokens rows: sum_s X_s^T X_s is X_all^T X_all.
+// call (ssyrk) per sequence, in order: the raw sum is the same, bit for bit, whether sequences
+// come one per call or several per call.
 int sds_hessian_add(sds_hessian *h, const float *X, int64_t nseq, int64_t tokens);
-// Scales by the sequence count and fills the lower triangle. Input error if nothing was added.
+// Numeric error naming the limit when an entry of one sequence's Gram or sum of squares is not
+// finite or reaches SDS_HESSIAN_XSUM_LIMIT.
+// finish: H and wanda from the exact sums, scaled by the sequence count, the lower triangle
+// filled; frees the accumulators. Input error if nothing was added.
 int sds_hessian_finish(sds_hessian *h);
 void sds_hessian_free(sds_hessian *h);
 
