@@ -20,6 +20,7 @@ int sds_model_load_pruned(sds_model *m, const char *path, int64_t *n_replaced) {
                 sds_model_linear_module(m, l, i, mod, sizeof mod);
                 if (strcmp(mod, name) != 0) continue;
                 found = 1;
+                if (!sds_model_has_layer(m, l)) break; // another pipeline stage's
                 sds_linear_ref r = sds_model_linear(m, l, i);
                 rc = sds_h5in_read_weights(h, name, r.rows, r.cols, r.w);
             }

@@ -6,6 +6,7 @@
 #include "pruned_load.h"
 #include "runtime.h"
 #include "sds_error.h"
+#include "stage_map.h"
 #include "text_ids.h"
 
 #include <cblas.h>
@@ -91,9 +92,11 @@ int sds_eval_model(MPI_Comm comm, const sds_model *mp, const sds_eval_opts *o_in
         printf("blas OpenBLAS %s kernels%s, %d thread%s per rank\n", openblas_get_corename(),
                fixed ? " (chosen by sds-mpi: OpenBLAS had fallen back to Prescott)" : "",
                openblas_get_num_threads(), openblas_get_num_threads() > 1 ? "s" : "");
-        printf("text %s: %lld tokens, %lld windows of %lld over %d rank%s\n", o.text,
+        printf("text %s: %lld tokens, %lld windows of %lld over %d rank%s", o.text,
                (long long)n_tokens, (long long)windows, (long long)o.seqlen, size,
                size > 1 ? "s" : "");
+        if (o.stages > 1) printf(" in %lld pipeline stages", (long long)o.stages);
+        printf("\n");
         fflush(stdout);
     }
 
@@ -103,17 +106,44 @@ int sds_eval_model(MPI_Comm comm, const sds_model *mp, const sds_eval_opts *o_in
         free(ids);
         return rc;
     }
-    // Window i goes to rank i % size; each window's NLL lands in its own slot so the sum is
-    // taken in window order on rank 0: the result does not depend on the rank count.
+    // Window i goes to rank i % G of every stage (G: the stage's ranks); each window's NLL lands
+    // in its own slot so the sum is taken in window order on rank 0: the result does not depend
+    // on the rank or stage count.
+    const int S = o.stages > 1 ? (int)o.stages : 1;
+    const int stage = sds_stage_of_rank(size, S, rank);
+    int rlo, rhi, plo = 0, phi = 0, nlo = 0, nhi = 0;
+    int64_t llo, lhi;
+    sds_stage_ranks(size, S, stage, &rlo, &rhi);
+    sds_stage_layers(m.cfg.n_layers, S, stage, &llo, &lhi);
+    if (stage > 0) sds_stage_ranks(size, S, stage - 1, &plo, &phi);
+    if (stage + 1 < S) sds_stage_ranks(size, S, stage + 1, &nlo, &nhi);
+    const int G = rhi - rlo, j = rank - rlo;
     double *nll = sds_calloc((size_t)windows, sizeof(double), "window NLLs");
     double *nll_all = rank == 0 ? sds_calloc((size_t)windows, sizeof(double), "window NLLs") : NULL;
-    rc = sds_agree(comm, (nll && (rank != 0 || nll_all)) ? SDS_OK : SDS_ERR_IO);
+    float *x = sds_malloc((size_t)(o.seqlen * m.cfg.hidden_size) * sizeof(float), "activations");
+    rc = sds_agree(comm, (nll && x && (rank != 0 || nll_all)) ? SDS_OK : SDS_ERR_IO);
     if (rc == SDS_OK) {
         const double t0 = sds_now();
-        const int64_t mine = windows / size + (rank < windows % size ? 1 : 0);
+        const int64_t mine = windows / G + (j < windows % G ? 1 : 0);
+        const int count = (int)(o.seqlen * m.cfg.hidden_size);
         int64_t done = 0;
-        for (int64_t i = rank; i < windows; i += size) {
-            nll[i] = sds_model_window_nll(&m, ids + i * o.seqlen, o.seqlen, &w);
+        for (int64_t i = j; i < windows; i += G) {
+            const int32_t *tok = ids + i * o.seqlen;
+            if (S == 1) {
+                nll[i] = sds_model_window_nll(&m, tok, o.seqlen, &w);
+            } else {
+                // (windows between two ranks travel in window order: one tag suffices)
+                if (stage == 0)
+                    sds_model_embed(&m, tok, o.seqlen, x, &w);
+                else
+                    MPI_Recv(x, count, MPI_FLOAT, plo + (int)(i % (phi - plo)), 13, comm,
+                             MPI_STATUS_IGNORE);
+                for (int64_t l = llo; l < lhi; l++) sds_model_layer_forward(&m, l, x, o.seqlen, &w);
+                if (stage + 1 < S)
+                    MPI_Send(x, count, MPI_FLOAT, nlo + (int)(i % (nhi - nlo)), 13, comm);
+                else
+                    nll[i] = sds_model_head_nll(&m, tok, x, o.seqlen, &w);
+            }
             done++;
             if (rank == 0) {
                 double el = sds_now() - t0;
@@ -144,14 +174,34 @@ int sds_eval_model(MPI_Comm comm, const sds_model *mp, const sds_eval_opts *o_in
     }
     free(nll);
     free(nll_all);
+    free(x);
     free(ids);
     sds_model_work_free(&w);
     return rc;
 }
 
 int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
     sds_model m;
-    int rc = sds_agree(comm, sds_model_load(o->model, &m));
+    // stages: the configuration first, then each rank loads its stage's layers only
+    int rc = sds_agree(comm, sds_model_load_part(o->model, 0, 0, 0, &m));
+    if (rc != SDS_OK) return rc;
+    const int64_t L = m.cfg.n_layers;
+    sds_model_free(&m);
+    if (o->stages > size || o->stages > L)
+        return sds_agree(comm, sds_error_set(SDS_ERR_USAGE,
+                                             "--stages %lld: must be at most the rank count (%d) "
+                                             "and the decoder layers (%lld)",
+                                             (long long)o->stages, size, (long long)L));
+    const int S = o->stages > 1 ? (int)o->stages : 1;
+    const int stage = sds_stage_of_rank(size, S, rank);
+    int64_t llo, lhi;
+    sds_stage_layers(L, S, stage, &llo, &lhi);
+    const int32_t parts =
+        (stage == 0 ? SDS_MODEL_EMBED : 0) | (stage == S - 1 ? SDS_MODEL_HEAD : 0);
+    rc = sds_agree(comm, sds_model_load_part(o->model, llo, lhi, parts, &m));
     if (rc != SDS_OK) return rc;
     if (o->weights) {
         int64_t n = 0;
@@ -160,8 +210,6 @@ int sds_eval_run(MPI_Comm comm, const sds_eval_opts *o) {
             sds_model_free(&m);
             return rc;
         }
-        int rank;
-        MPI_Comm_rank(comm, &rank);
         if (rank == 0) printf("weights %s: %lld pruned sublayers\n", o->weights, (long long)n);
     }
     rc = sds_eval_model(comm, &m, o);

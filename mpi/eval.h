@@ -14,10 +14,16 @@ typedef struct {
     int64_t seqlen;        // window length; 0 = min(2048, max_position_embeddings)
     int64_t max_windows;   // 0 = all
     double *result;        // NULL, or receives the perplexity (every rank)
+    int64_t stages;        // pipeline stages (0: one); see sds_eval_model
 } sds_eval_opts;
 
-// (collective) Evaluates an already loaded model (identical on every rank; the caller keeps
-// ownership). o->model names it in the output and selects its tokenizer.
+// (collective) Evaluates an already loaded model (the caller keeps ownership). o->model names it
+// in the output and selects its tokenizer. With o->stages S > 1 the ranks form S pipeline
+// stages (src/stage_map.h): a rank of stage k holds that stage's decoder layers, the first
+// stage also the embeddings, the last the head; window i goes to rank i % G of each stage (G
+// ranks) and its activations from stage to stage. With one stage every rank holds the whole
+// model. The perplexity does not depend on the rank or stage count (window NLLs are summed in
+// window order).
 int sds_eval_model(MPI_Comm comm, const sds_model *m, const sds_eval_opts *o);
 
 // (collective) Loads o->model, then as sds_eval_model. Returns the agreed status; rank 0 prints

@@ -24,24 +24,24 @@ static void wait_for_rank0(MPI_Comm comm) {
     }
 }
 
-// Rank 0's part: everything but the agreement.
-static int export_rank0(const sds_export_opts *o) {
+int sds_export_from_h5(const char *model, const char *weights, const char *tokenizer,
+                       const char *out) {
     const double t0 = sds_now();
     // refuse an existing output before the (long) model load
-    SDS_TRY(sds_hf_export_check_out(o->out));
+    SDS_TRY(sds_hf_export_check_out(out));
     sds_model m;
-    SDS_TRY(sds_model_load(o->model, &m));
+    SDS_TRY(sds_model_load(model, &m));
     int64_t n = 0;
-    int rc = sds_model_load_pruned(&m, o->weights, &n);
+    int rc = sds_model_load_pruned(&m, weights, &n);
     if (rc == SDS_OK) {
-        printf("model %s: %s, %lld layers, hidden %lld, vocab %lld\n", o->model, m.cfg.model_type,
+        printf("model %s: %s, %lld layers, hidden %lld, vocab %lld\n", model, m.cfg.model_type,
                (long long)m.cfg.n_layers, (long long)m.cfg.hidden_size,
                (long long)m.cfg.vocab_size);
-        printf("weights %s: %lld pruned sublayers\n", o->weights, (long long)n);
+        printf("weights %s: %lld pruned sublayers\n", weights, (long long)n);
         fflush(stdout);
-        rc = sds_hf_export(&m, o->model, o->tokenizer, o->out);
+        rc = sds_hf_export(&m, model, tokenizer, out);
     }
-    if (rc == SDS_OK) printf("exported %s in %.2fs\n", o->out, sds_now() - t0);
+    if (rc == SDS_OK) printf("exported %s in %.2fs\n", out, sds_now() - t0);
     sds_model_free(&m);
     return rc;
 }
@@ -51,7 +51,7 @@ int sds_export_run(MPI_Comm comm, const sds_export_opts *o) {
     MPI_Comm_rank(comm, &rank);
     int rc = SDS_OK;
     if (rank == 0) {
-        rc = export_rank0(o);
+        rc = sds_export_from_h5(o->model, o->weights, o->tokenizer, o->out);
         fflush(stdout);
         MPI_Request req; // matches the others' MPI_Ibarrier: releases them
         MPI_Ibarrier(comm, &req);

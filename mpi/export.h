@@ -14,3 +14,9 @@ typedef struct {
 // the other ranks wait for it without spinning. Returns the agreed status on every rank; rank 0
 // prints what it wrote.
 int sds_export_run(MPI_Comm comm, const sds_export_opts *o);
+
+// (local, rank 0's part) Loads the model, puts the pruned weights of `weights` into it and
+// writes the Hugging Face directory `out`; prints what it wrote. Also prune --export-hf's path
+// when the run had pipeline stages (no rank holds every layer).
+int sds_export_from_h5(const char *model, const char *weights, const char *tokenizer,
+                       const char *out);

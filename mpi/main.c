@@ -2,6 +2,7 @@
 #include "agree.h"
 #include "eval.h"
 #include "export.h"
+#include "plan_cli.h"
 #include "prune.h"
 #include "runtime.h"
 #include "sds_error.h"
@@ -21,9 +22,10 @@ static const char *usage_text =
     "  eval     perplexity of a model on a text\n"
     "  prune    one-shot pruning (magnitude, Wanda, SparseGPT) of every decoder layer\n"
     "  export   a model with pruned weights as a Hugging Face directory\n"
+    "  plan     per-rank memory and time of a prune run, before running it\n"
     "\n"
     "sds-mpi eval --model DIR --text FILE [--seqlen N] [--max-windows K] [--tokenizer DIR]\n"
-    "             [--json FILE] [--weights FILE.h5]\n"
+    "             [--json FILE] [--weights FILE.h5] [--stages S]\n"
     "  --model DIR        Hugging Face checkpoint (config.json + *.safetensors)\n"
     "  --text FILE        UTF-8 text, tokenized as a whole and cut into windows\n"
     "  --seqlen N         window length in tokens (default: min(2048, max positions))\n"
@@ -31,6 +33,7 @@ static const char *usage_text =
     "  --tokenizer DIR    tokenizer files (default: the model directory)\n"
     "  --json FILE        also write the result and settings as JSON\n"
     "  --weights FILE.h5  evaluate with the pruned weights of an sds-mpi prune output\n"
+    "  --stages S         pipeline stages, each rank holding its stage's layers (default 1)\n"
     "\n"
     "sds-mpi prune --model M --calib FILE --method magnitude|wanda|sparsegpt|sds\n"
     "              --sparsity 0.5|0.7|2:4|4:8 --out FILE.h5 [--nsamples 128] [--seqlen N]\n"
@@ -69,6 +72,9 @@ static const char *usage_text =
     "                     options and rank count), else start from scratch\n"
     "  --checkpoint-every-layer  write FILE.h5.ckpt/ after every layer (survives kill -9);\n"
     "                     SIGTERM/SIGUSR1 always finish the layer, checkpoint and exit 75\n"
+    "  --stages S         pipeline stages: the ranks split into S groups, each owning a\n"
+    "                     contiguous range of decoder layers (default: the fewest whose\n"
+    "                     per-rank memory fits, see sds-mpi plan)\n"
     "\n"
     "sds-mpi export --model M --weights FILE.h5 --out DIR [--tokenizer DIR]\n"
     "  --model M          as for eval\n"
@@ -76,6 +82,18 @@ static const char *usage_text =
     "  --out DIR          the directory to create (absent or empty): config.json,\n"
     "                     model.safetensors in the source's dtypes (F32 from GGUF), tokenizer\n"
     "  --tokenizer DIR    tokenizer files to copy (default: the model's)\n"
+    "\n"
+    "sds-mpi plan --model M [-np P] [--stages S] [--nsamples 128] [--seqlen N]\n"
+    "             [--method M] [--sds-target T] [--sds-mix auto] [--eval] [--mem-per-rank GiB]\n"
+    "             [--machine FILE] [--json FILE]\n"
+    "  --model M          as for eval; a directory with only config.json is enough\n"
+    "  -np P              ranks of the planned run (default: this run's)\n"
+    "  --stages S         pipeline stages (default: the fewest whose peak fits --mem-per-rank)\n"
+    "  --method M         as for prune (default sparsegpt)\n"
+    "  --mem-per-rank G   GiB per rank (default: this node's memory over its ranks)\n"
+    "  --machine FILE     JSON constants (gemm_gflops, mpi_bw, mpi_lat, baseline_mib, ...)\n"
+    "                     instead of measuring them here\n"
+    "  --json FILE        also write the plan as JSON\n"
     "\n"
     "exit codes: 0 ok, 1 internal error, 2 usage, 3 input data, 4 numerical failure, 5 I/O,\n"
     "            75 checkpointed (resubmit with --resume)\n";
@@ -99,12 +117,16 @@ static int unknown_option(char **argv, int idx) {
 
 static int parse_eval(int argc, char **argv, sds_eval_opts *o) {
     memset(o, 0, sizeof *o);
-    enum { O_MODEL = 256, O_TEXT, O_SEQLEN, O_MAXW, O_TOK, O_JSON, O_WEIGHTS };
-    static const struct option opts[] = {
-        {"model", required_argument, 0, O_MODEL},     {"text", required_argument, 0, O_TEXT},
-        {"seqlen", required_argument, 0, O_SEQLEN},   {"max-windows", required_argument, 0, O_MAXW},
-        {"tokenizer", required_argument, 0, O_TOK},   {"json", required_argument, 0, O_JSON},
-        {"weights", required_argument, 0, O_WEIGHTS}, {0, 0, 0, 0}};
+    enum { O_MODEL = 256, O_TEXT, O_SEQLEN, O_MAXW, O_TOK, O_JSON, O_WEIGHTS, O_STAGES };
+    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
+                                         {"text", required_argument, 0, O_TEXT},
+                                         {"seqlen", required_argument, 0, O_SEQLEN},
+                                         {"max-windows", required_argument, 0, O_MAXW},
+                                         {"tokenizer", required_argument, 0, O_TOK},
+                                         {"json", required_argument, 0, O_JSON},
+                                         {"weights", required_argument, 0, O_WEIGHTS},
+                                         {"stages", required_argument, 0, O_STAGES},
+                                         {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
     int c;
@@ -130,6 +152,9 @@ static int parse_eval(int argc, char **argv, sds_eval_opts *o) {
             break;
         case O_JSON:
             o->json = optarg;
+            break;
+        case O_STAGES:
+            SDS_TRY(parse_int("--stages", optarg, 1, &o->stages));
             break;
         default:
             return unknown_option(argv, optind);
@@ -239,7 +264,8 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         O_MIX,
         O_CTOK,
         O_RESUME,
-        O_CKPT_EVERY
+        O_CKPT_EVERY,
+        O_STAGES
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"calib", required_argument, 0, O_CALIB},
@@ -271,6 +297,7 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                          {"calib-tokens", required_argument, 0, O_CTOK},
                                          {"resume", no_argument, 0, O_RESUME},
                                          {"checkpoint-every-layer", no_argument, 0, O_CKPT_EVERY},
+                                         {"stages", required_argument, 0, O_STAGES},
                                          {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
@@ -334,6 +361,10 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
             break;
         case O_CKPT_EVERY:
             o->every_layer = 1;
+            break;
+        case O_STAGES:
+            SDS_TRY(parse_int("--stages", optarg, 1, &v));
+            o->stages = v;
             break;
         case O_BASE:
             base = optarg;
@@ -494,6 +525,8 @@ int main(int argc, char **argv) {
             sds_runtime_blas_threads(comm);
             rc = sds_prune_run(comm, &o);
         }
+    } else if (!strcmp(argv[1], "plan")) {
+        rc = sds_plan_cli(comm, argc - 1, argv + 1);
     } else if (!strcmp(argv[1], "export")) {
         sds_export_opts o;
         rc = sds_agree(comm, parse_export(argc - 1, argv + 1, &o));

@@ -1,19 +1,24 @@
+#define _DEFAULT_SOURCE
 #include "prune.h"
 
 #include "agree.h"
 #include "json_out.h"
 #include "calib.h"
 #include "eval.h"
+#include "export.h"
 #include "h5out.h"
 #include "hf_export.h"
 #include "hessian.h"
 #include "magnitude.h"
 #include "model_load.h"
+#include "plan.h"
 #include "prune_ckpt.h"
 #include "runtime.h"
 #include "sds_error.h"
 #include "sparsegpt.h"
+#include "stage_map.h"
 #include "stop.h"
+#include "xsum_mpi.h"
 #include "text_ids.h"
 #include "token_file.h"
 #include "wanda.h"
@@ -22,6 +27,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,9 +248,10 @@ static double extra_of(const sds_h5out_stats *st, const char *name) {
     return 0.0;
 }
 
-static int write_summary(const sds_prune_opts *o, int nranks, const sds_sublayer_report *rep,
-                         int64_t n_rep, double seconds, double ppl_dense, double ppl_pruned,
-                         double peak_mib) {
+static int write_summary(const sds_prune_opts *o, int nranks, int stages,
+                         const sds_sublayer_report *rep, int64_t n_rep, double seconds,
+                         double ppl_dense, double ppl_pruned, double peak_mib,
+                         const double timing[8]) {
     json_t *root = json_object();
     json_object_set_new(root, "command", json_string("prune"));
     json_object_set_new(root, "options", options_json(o, nranks));
@@ -266,6 +273,12 @@ static int write_summary(const sds_prune_opts *o, int nranks, const sds_sublayer
     json_object_set_new(root, "sublayers", subs);
     json_object_set_new(root, "seconds", json_real(seconds));
     json_object_set_new(root, "peak_rss_mib_max", json_real(peak_mib));
+    json_object_set_new(root, "stages", json_integer(stages));
+    static const char *tnames[8] = {"statistics", "reduce", "prune", "forward",
+                                    "handoff",    "sync",   "idle",  "compute"};
+    json_t *tj = json_object();
+    for (int k = 0; k < 8; k++) json_object_set_new(tj, tnames[k], json_real(timing[k]));
+    json_object_set_new(root, "timing_max_s", tj);
     if (o->eval) {
         json_object_set_new(root, "eval_text", json_string(o->eval));
         json_object_set_new(root, "perplexity_dense", json_real(ppl_dense));
@@ -274,7 +287,8 @@ static int write_summary(const sds_prune_opts *o, int nranks, const sds_sublayer
     return sds_json_write_atomic(root, o->json);
 }
 
-static int run_eval(MPI_Comm comm, const sds_prune_opts *o, const sds_model *m, double *ppl) {
+static int run_eval(MPI_Comm comm, const sds_prune_opts *o, const sds_model *m, int stages,
+                    double *ppl) {
     sds_eval_opts e;
     memset(&e, 0, sizeof e);
     e.model = o->model;
@@ -283,7 +297,320 @@ static int run_eval(MPI_Comm comm, const sds_prune_opts *o, const sds_model *m, 
     e.seqlen = o->seqlen;
     e.max_windows = o->eval_max_windows;
     e.result = ppl;
+    e.stages = stages;
     return sds_eval_model(comm, m, &e);
+}
+
+// ---- pipeline stages (SPEC 4, src/stage_map.h) ----
+
+typedef struct {
+    int S, stage;     // stages; this rank's
+    MPI_Comm scomm;   // the ranks of this rank's stage
+    int srank, ssize; // this rank within it, its size
+    int64_t llo, lhi; // its decoder layers [llo, lhi)
+} stage_info;
+
+enum { TAG_ACTS = 11, TAG_ACTS_DENSE = 12 };
+
+static int stage_world(int P, int S, int k, int j) {
+    int lo, hi;
+    sds_stage_ranks(P, S, k, &lo, &hi);
+    return lo + j;
+}
+
+static int stage_size(int P, int S, int k) {
+    int lo, hi;
+    sds_stage_ranks(P, S, k, &lo, &hi);
+    return hi - lo;
+}
+
+// The rank (of G) whose share [N j / G, N (j+1) / G) of N sequences holds sequence s.
+static int seq_owner(int64_t N, int G, int64_t s) {
+    int j = (int)(s * G / N);
+    while (j > 0 && N * j / G > s) j--;
+    while (j + 1 < G && N * (j + 1) / G <= s) j++;
+    return j;
+}
+
+// The statistics of one layer's input groups on one stage (see layer_stats_compute).
+typedef struct {
+    sds_hessian h[SDS_CAPTURE_GROUPS], hd[SDS_CAPTURE_GROUPS], hv[SDS_CAPTURE_GROUPS],
+        hdv[SDS_CAPTURE_GROUPS];
+    float *K[SDS_CAPTURE_GROUPS], *Kv[SDS_CAPTURE_GROUPS], *xs_buf[SDS_CAPTURE_GROUPS],
+        *xd_buf[SDS_CAPTURE_GROUPS];
+    // exact sums of the cross Grams (src/xsum.h) until they are reduced into K, Kv
+    sds_xsum_t *Kacc[SDS_CAPTURE_GROUPS], *Kvacc[SDS_CAPTURE_GROUPS];
+} layer_stats;
+
+static void layer_stats_free(layer_stats *ls) {
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
+        sds_hessian_free(&ls->h[g]);
+        sds_hessian_free(&ls->hd[g]);
+        sds_hessian_free(&ls->hv[g]);
+        sds_hessian_free(&ls->hdv[g]);
+        free(ls->K[g]);
+        free(ls->Kv[g]);
+        free(ls->xs_buf[g]);
+        free(ls->xd_buf[g]);
+        free(ls->Kacc[g]);
+        free(ls->Kvacc[g]);
+    }
+    memset(ls, 0, sizeof *ls);
+}
+
+// What a rank carries through the layers.
+typedef struct {
+    const sds_prune_opts *o;
+    sds_model *m;
+    stage_info si;
+    int P, rank;
+    int64_t lo, n_local, T, C; // its sequences [lo, lo + n_local) of the stage's split
+    float *inps, *inps_d, *x;
+    sds_model_work w;
+    MPI_Request *rreq; // stage > 0: 2 per local sequence (pruned, dense path), until received
+    int two_paths, auto_mix, wanda_stat;
+    // seconds this rank spent (reported, the largest over the ranks, for the scaling figures)
+    double t_stats;   // statistics: the dense layer's forward and the Gram accumulation
+    double t_reduce;  // all-reducing the statistics over the stage
+    double t_prune;   // pruning the sublayers it owns
+    double t_advance; // the pruned layer's forward
+    double t_handoff; // sending to the next stage and waiting for the stage before
+    double t_sync;    // agreements, broadcasts of pruned weights, writing the output
+    double t_idle;    // waiting while another stage works on its layers
+} run_ctx;
+
+// Quiet agreement inside a stage: its ranks stop alike. *own keeps this rank's first failure,
+// which the world agreement that follows is given, so that it names the rank that failed.
+static int stage_ok(const run_ctx *c, int local, int *own) {
+    if (local != SDS_OK && *own == SDS_OK) *own = local;
+    return sds_agree_quiet(c->si.scomm, local, NULL) == SDS_OK;
+}
+
+// One sequence's cross Gram (cols, cols) into its exact sum.
+static int cross_add(sds_xsum_t *acc, const float *Kseq, int cols) {
+    if (sds_xsum_add_f32(acc, Kseq, (size_t)cols * (size_t)cols, SDS_HESSIAN_XSUM_LIMIT))
+        return sds_error_set(SDS_ERR_NUMERIC,
+                             "SDS cross Gram: an entry of one sequence is not finite or beyond "
+                             "%.3g: the calibration activations are too large for exact sums",
+                             SDS_HESSIAN_XSUM_LIMIT);
+    return SDS_OK;
+}
+
+// (stage collective) Step 1 for layer l: the statistics of the dense layer on the pruned
+// model's activations (SDS, dense target: also the dense path's Gram G_tt and the cross Gram
+// K = X_s^T X_d per group, and the dense path advances through the still dense layer;
+// --sds-mix auto: the same three Grams of the odd sequences, held out to choose it). The
+// first layer of a later stage takes each sequence as it arrives from the stage before.
+// Returns this rank's own failure (SDS_OK when it had none).
+static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
+    const sds_prune_opts *o = c->o;
+    sds_model *m = c->m;
+    const int64_t T = c->T, C = c->C;
+    const int32_t n_lin = sds_model_n_linear(m);
+    int own = SDS_OK, rc = SDS_OK;
+    memset(ls, 0, sizeof *ls);
+    sds_hessian *h = ls->h, *hd = ls->hd, *hv = ls->hv, *hdv = ls->hdv;
+    float **K = ls->K, **Kv = ls->Kv;
+    int32_t flags = SDS_HESSIAN_GRAM | (c->wanda_stat ? SDS_HESSIAN_WANDA : 0);
+    for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+        sds_linear_ref r = sds_model_linear(m, l, i);
+        const int32_t g = r.group;
+        if (h[g].cols != 0) continue;
+        rc = sds_hessian_init(&h[g], r.cols, flags);
+        if (rc == SDS_OK && c->two_paths) {
+            rc = sds_hessian_init(&hd[g], r.cols, SDS_HESSIAN_GRAM);
+            K[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
+            ls->Kacc[g] =
+                sds_calloc((size_t)(r.cols * r.cols), sizeof(sds_xsum_t), "SDS cross Gram");
+            ls->xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
+            ls->xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
+            if (rc == SDS_OK && (!K[g] || !ls->Kacc[g] || !ls->xs_buf[g] || !ls->xd_buf[g]))
+                rc = SDS_ERR_IO;
+        }
+        if (rc == SDS_OK && c->auto_mix) {
+            rc = sds_hessian_init(&hv[g], r.cols, SDS_HESSIAN_GRAM);
+            if (rc == SDS_OK) rc = sds_hessian_init(&hdv[g], r.cols, SDS_HESSIAN_GRAM);
+            Kv[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
+            ls->Kvacc[g] =
+                sds_calloc((size_t)(r.cols * r.cols), sizeof(sds_xsum_t), "SDS cross Gram");
+            if (rc == SDS_OK && (!Kv[g] || !ls->Kvacc[g])) rc = SDS_ERR_IO;
+        }
+    }
+    capture_ctx cc = {h, NULL, rc};
+    sds_capture cap = {capture_add, &cc};
+    sds_model_work_set_capture(&c->w, &cap);
+    const int receive = c->rreq && l == c->si.llo;
+    double t0 = sds_now();
+    for (int64_t s = 0; s < c->n_local && cc.rc == SDS_OK; s++) {
+        if (receive) {
+            const double tw = sds_now();
+            MPI_Wait(&c->rreq[2 * s], MPI_STATUS_IGNORE);
+            if (c->two_paths) MPI_Wait(&c->rreq[2 * s + 1], MPI_STATUS_IGNORE);
+            c->t_handoff += sds_now() - tw;
+            c->t_stats -= sds_now() - tw;
+        }
+        memcpy(c->x, c->inps + s * T * C, (size_t)(T * C) * sizeof(float));
+        if (!c->two_paths) {
+            sds_model_layer_forward(m, l, c->x, T, &c->w);
+            continue;
+        }
+        cc.copy = ls->xs_buf;
+        sds_model_layer_forward(m, l, c->x, T, &c->w);
+        cc.copy = ls->xd_buf;
+        sds_model_layer_forward(m, l, c->inps_d + s * T * C, T, &c->w);
+        cc.copy = NULL;
+        for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && cc.rc == SDS_OK; g++) {
+            if (h[g].cols == 0) continue;
+            const int cg = (int)h[g].cols;
+            const float *xs = ls->xs_buf[g], *xd = ls->xd_buf[g];
+            cc.rc = sds_hessian_add(&h[g], xs, 1, T);
+            if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hd[g], xd, 1, T);
+            // this sequence's X_s^T X_d, added exactly (K serves as the scratch until the end)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f, xs, cg, xd,
+                        cg, 0.0f, K[g], cg);
+            if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kacc[g], K[g], cg);
+            if (c->auto_mix && (c->lo + s) % 2 == 1 && cc.rc == SDS_OK) {
+                cc.rc = sds_hessian_add(&hv[g], xs, 1, T);
+                if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hdv[g], xd, 1, T);
+                if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kvacc[g], K[g], cg);
+            }
+        }
+    }
+    sds_model_work_set_capture(&c->w, NULL);
+    c->t_stats += sds_now() - t0;
+    t0 = sds_now();
+    if (!stage_ok(c, cc.rc, &own)) return own;
+    MPI_Comm sc = c->si.scomm;
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
+        if (h[g].cols == 0) continue;
+        const int n2 = (int)(h[g].cols * h[g].cols);
+        // exact sums over every stage rank's sequences (X^T X, sum of squares): the same bits
+        // at any rank count
+        sds_hessian_allreduce(sc, &h[g]);
+        h[g].nseq = o->nsamples;
+        if (!stage_ok(c, sds_hessian_finish(&h[g]), &own)) return own;
+        if (!c->two_paths) continue;
+        sds_hessian_allreduce(sc, &hd[g]);
+        sds_xsum_allreduce(sc, ls->Kacc[g], (size_t)n2);
+        sds_xsum_to_f32(ls->Kacc[g], K[g], (size_t)n2);
+        free(ls->Kacc[g]);
+        ls->Kacc[g] = NULL;
+        hd[g].nseq = o->nsamples;
+        const float scale = (float)(2.0 / (double)o->nsamples); // as the Hessian's
+        for (int i2 = 0; i2 < n2; i2++) K[g][i2] *= scale;
+        if (!stage_ok(c, sds_hessian_finish(&hd[g]), &own)) return own;
+        // a fixed partial target X_t = (1 - b) X_s + b X_d (auto: per sublayer, later)
+        if (o->sds.mix >= 0.0 && o->sds.mix != 1.0)
+            sds_sds_mix_target(h[g].H, K[g], hd[g].H, h[g].cols, o->sds.mix, K[g], hd[g].H);
+        if (c->auto_mix) {
+            // held-out Grams on the same scale as the full ones (2 / nsamples)
+            sds_hessian_allreduce(sc, &hv[g]);
+            sds_hessian_allreduce(sc, &hdv[g]);
+            sds_xsum_allreduce(sc, ls->Kvacc[g], (size_t)n2);
+            sds_xsum_to_f32(ls->Kvacc[g], Kv[g], (size_t)n2);
+            free(ls->Kvacc[g]);
+            ls->Kvacc[g] = NULL;
+            hv[g].nseq = hdv[g].nseq = o->nsamples;
+            for (int i2 = 0; i2 < n2; i2++) Kv[g][i2] *= scale;
+            rc = sds_hessian_finish(&hv[g]);
+            if (rc == SDS_OK) rc = sds_hessian_finish(&hdv[g]);
+            if (!stage_ok(c, rc, &own)) return own;
+        }
+    }
+    c->t_reduce += sds_now() - t0;
+    return own;
+}
+
+// Step 3 for layer l (stage ranks): the pruned layer's outputs are the next layer's inputs;
+// after a stage's last layer each sequence goes on to its rank in the next stage as soon as
+// it is computed (with the dense path's, for SDS's dense target).
+static void layer_advance(run_ctx *c, int64_t l) {
+    const int64_t T = c->T, C = c->C, N = c->o->nsamples;
+    const int send = l == c->si.lhi - 1 && c->si.stage + 1 < c->si.S;
+    const int next = c->si.stage + 1;
+    const int Gn = send ? stage_size(c->P, c->si.S, next) : 1;
+    for (int64_t s = 0; s < c->n_local; s++) {
+        float *xs = c->inps + s * T * C;
+        const double t0 = sds_now();
+        sds_model_layer_forward(c->m, l, xs, T, &c->w);
+        c->t_advance += sds_now() - t0;
+        if (!send) continue;
+        const double ts = sds_now();
+        const int dst = stage_world(c->P, c->si.S, next, seq_owner(N, Gn, c->lo + s));
+        MPI_Send(xs, (int)(T * C), MPI_FLOAT, dst, TAG_ACTS, MPI_COMM_WORLD);
+        if (c->two_paths)
+            MPI_Send(c->inps_d + s * T * C, (int)(T * C), MPI_FLOAT, dst, TAG_ACTS_DENSE,
+                     MPI_COMM_WORLD);
+        c->t_handoff += sds_now() - ts;
+    }
+}
+
+// (stage > 0) Receives for every local sequence, posted before any work so that the stage
+// before never waits on this one.
+static void post_receives(run_ctx *c) {
+    const int64_t T = c->T, C = c->C, N = c->o->nsamples;
+    const int prev = c->si.stage - 1, Gp = stage_size(c->P, c->si.S, prev);
+    for (int64_t s = 0; s < c->n_local; s++) {
+        const int src = stage_world(c->P, c->si.S, prev, seq_owner(N, Gp, c->lo + s));
+        MPI_Irecv(c->inps + s * T * C, (int)(T * C), MPI_FLOAT, src, TAG_ACTS, MPI_COMM_WORLD,
+                  &c->rreq[2 * s]);
+        if (c->two_paths)
+            MPI_Irecv(c->inps_d + s * T * C, (int)(T * C), MPI_FLOAT, src, TAG_ACTS_DENSE,
+                      MPI_COMM_WORLD, &c->rreq[2 * s + 1]);
+    }
+}
+
+// Receives still pending after a failure are cancelled.
+static void cancel_receives(run_ctx *c) {
+    if (!c->rreq) return;
+    for (int64_t k = 0; k < 2 * c->n_local; k++) {
+        if (c->rreq[k] == MPI_REQUEST_NULL) continue;
+        MPI_Cancel(&c->rreq[k]);
+        MPI_Wait(&c->rreq[k], MPI_STATUS_IGNORE);
+    }
+}
+
+// The stage count: --stages, or the fewest stages whose ranks fit their share of the node's
+// memory by the plan's model (src/plan.h; `sds-mpi plan` prints it).
+static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model_config *cfg,
+                         int *S) {
+    int P;
+    MPI_Comm_size(comm, &P);
+    if (o->stages > 0) {
+        if (o->stages > P || o->stages > cfg->n_layers)
+            return sds_error_set(SDS_ERR_USAGE,
+                                 "--stages %lld: must be at most the rank count (%d) and the "
+                                 "decoder layers (%lld)",
+                                 (long long)o->stages, P, (long long)cfg->n_layers);
+        *S = (int)o->stages;
+        return SDS_OK;
+    }
+    // the memory of this node shared by the ranks on it, and the plan's per-rank peak
+    MPI_Comm node;
+    MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int local;
+    MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+    const long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    double mem = (double)pages * (double)psz / (double)local;
+    MPI_Allreduce(MPI_IN_PLACE, &mem, 1, MPI_DOUBLE, MPI_MIN, comm);
+    sds_plan_input in;
+    memset(&in, 0, sizeof in);
+    in.cfg = *cfg;
+    in.nranks = P;
+    in.nsamples = o->nsamples;
+    in.seqlen = o->seqlen
+                    ? o->seqlen
+                    : (cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048);
+    in.method = (int)o->method;
+    in.sds_dense_target = o->method == SDS_METHOD_SDS && o->sds.target == SDS_TARGET_DENSE;
+    in.sds_auto_mix = in.sds_dense_target && o->sds.mix < 0.0;
+    in.eval = o->eval != NULL || o->export_hf != NULL; // the last stage holds the head
+    in.sds_adjust_iters = o->sds.adjust_iters;
+    sds_plan_machine mc;
+    sds_plan_machine_default(&mc);
+    *S = sds_plan_default_stages(&in, &mc, mem);
+    return SDS_OK;
 }
 
 static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
@@ -297,16 +624,43 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     int rc =
         sds_agree(comm, rank == 0 && o.export_hf ? sds_hf_export_check_out(o.export_hf) : SDS_OK);
     if (rc != SDS_OK) return rc;
+
+    // stages: the configuration first, then each rank loads its stage's layers only
     sds_model m;
-    rc = sds_agree(comm, sds_model_load(o.model, &m));
+    rc = sds_agree(comm, sds_model_load_part(o.model, 0, 0, 0, &m));
     if (rc != SDS_OK) return rc;
+    stage_info si;
+    memset(&si, 0, sizeof si);
+    rc = sds_agree(comm, choose_stages(comm, &o, &m.cfg, &si.S));
+    if (rc == SDS_OK && si.S > 1 && (o.resume || o.every_layer))
+        rc = sds_agree(comm,
+                       sds_error_set(SDS_ERR_USAGE,
+                                     "%s: checkpoints are not written with --stages %d yet "
+                                     "(run with --stages 1)",
+                                     o.resume ? "--resume" : "--checkpoint-every-layer", si.S));
+    const int64_t L = m.cfg.n_layers;
+    sds_model_free(&m);
+    if (rc != SDS_OK) return rc;
+    si.stage = sds_stage_of_rank(size, si.S, rank);
+    sds_stage_layers(L, si.S, si.stage, &si.llo, &si.lhi);
+    MPI_Comm_split(comm, si.stage, rank, &si.scomm);
+    MPI_Comm_rank(si.scomm, &si.srank);
+    MPI_Comm_size(si.scomm, &si.ssize);
+    const int32_t parts = (si.stage == 0 ? SDS_MODEL_EMBED : 0) |
+                          (si.stage == si.S - 1 && (o.eval || o.export_hf) ? SDS_MODEL_HEAD : 0);
+    rc = sds_agree(comm, sds_model_load_part(o.model, si.llo, si.lhi, parts, &m));
+    if (rc != SDS_OK) {
+        MPI_Comm_free(&si.scomm);
+        return rc;
+    }
     const int64_t max_pos = m.cfg.max_position_embeddings;
     if (o.seqlen == 0) o.seqlen = max_pos < 2048 ? max_pos : 2048;
     rc = SDS_OK;
     if (o.seqlen < 2 || o.seqlen > max_pos)
         rc = sds_error_set(SDS_ERR_USAGE, "--seqlen %lld: must be in [2, %lld] for this model",
                            (long long)o.seqlen, (long long)max_pos);
-    for (int64_t l = 0; rc == SDS_OK && l < m.cfg.n_layers; l++)
+    // (every layer has the same shapes: each stage checks its own)
+    for (int64_t l = si.llo; rc == SDS_OK && l < si.lhi; l++)
         for (int32_t i = 0; rc == SDS_OK && i < sds_model_n_linear(&m); i++) {
             sds_linear_ref r = sds_model_linear(&m, l, i);
             char nm[96];
@@ -321,11 +675,12 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     rc = sds_agree(comm, rc);
     if (rc != SDS_OK) {
         sds_model_free(&m);
+        MPI_Comm_free(&si.scomm);
         return rc;
     }
 
-    // Calibration windows: drawn on rank 0, sent to all; rank r keeps [lo, hi).
-    const int64_t T = o.seqlen, C = sds_model_width(&m), L = m.cfg.n_layers;
+    // Calibration windows: drawn on rank 0, sent to all; a rank keeps its stage's share.
+    const int64_t T = o.seqlen, C = sds_model_width(&m);
     int32_t *samples = sds_malloc((size_t)(o.nsamples * T) * sizeof(int32_t), "calibration");
     rc = samples ? SDS_OK : SDS_ERR_IO;
     if (rc == SDS_OK && rank == 0) rc = calibration_tokens(&o, &m, samples);
@@ -333,14 +688,17 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     if (rc != SDS_OK) {
         free(samples);
         sds_model_free(&m);
+        MPI_Comm_free(&si.scomm);
         return rc;
     }
     MPI_Bcast(samples, (int)(o.nsamples * T), MPI_INT32_T, 0, comm);
-    const int64_t lo = o.nsamples * rank / size, hi = o.nsamples * (rank + 1) / size;
+    const int64_t lo = o.nsamples * si.srank / si.ssize,
+                  hi = o.nsamples * (si.srank + 1) / si.ssize;
     const int64_t n_local = hi - lo;
 
     uint64_t fp = SDS_FNV1A64_INIT;
     json_t *opts = options_json(&o, size);
+    if (si.S > 1) json_object_set_new(opts, "stages", json_integer(si.S));
     char *opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(opts);
     fp = sds_fnv1a64(fp, opts_text, strlen(opts_text));
@@ -361,41 +719,62 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     double ppl_dense = 0.0, ppl_pruned = 0.0;
     if (o.eval) {
         if (rank == 0) printf("== dense model\n");
-        rc = run_eval(comm, &o, &m, &ppl_dense);
+        rc = run_eval(comm, &o, &m, si.S, &ppl_dense);
         if (rc != SDS_OK) goto out_early;
     }
 
     // SDS with the dense target carries the dense model's activations beside the pruned ones
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.o = &o;
+    c.m = &m;
+    c.si = si;
+    c.P = size;
+    c.rank = rank;
+    c.lo = lo;
+    c.n_local = n_local;
+    c.T = T;
+    c.C = C;
     const int is_sds = o.method == SDS_METHOD_SDS;
-    const int two_paths = is_sds && o.sds.target == SDS_TARGET_DENSE;
-    const int auto_mix = two_paths && o.sds.mix < 0.0;
-    const int wanda_stat = o.method == SDS_METHOD_WANDA || (is_sds && o.sds.base == SDS_BASE_WANDA);
+    c.two_paths = is_sds && o.sds.target == SDS_TARGET_DENSE;
+    c.auto_mix = c.two_paths && o.sds.mix < 0.0;
+    c.wanda_stat = o.method == SDS_METHOD_WANDA || (is_sds && o.sds.base == SDS_BASE_WANDA);
+    const int two_paths = c.two_paths, auto_mix = c.auto_mix;
     const size_t act_bytes = (size_t)((n_local ? n_local : 1) * T * C) * sizeof(float);
-    sds_model_work w;
-    float *inps = sds_malloc(act_bytes, "calibration activations");
-    float *inps_d = two_paths ? sds_malloc(act_bytes, "dense calibration activations") : NULL;
-    float *x = sds_malloc((size_t)(T * C) * sizeof(float), "activations");
-    rc = sds_model_work_alloc(&w, &m, T);
-    if (rc == SDS_OK && (!inps || !x || (two_paths && !inps_d))) rc = SDS_ERR_IO;
+    c.inps = sds_malloc(act_bytes, "calibration activations");
+    c.inps_d = two_paths ? sds_malloc(act_bytes, "dense calibration activations") : NULL;
+    c.x = sds_malloc((size_t)(T * C) * sizeof(float), "activations");
+    if (si.stage > 0) {
+        c.rreq = sds_malloc((size_t)(2 * (n_local ? n_local : 1)) * sizeof *c.rreq, "receives");
+        for (int64_t k = 0; c.rreq && k < 2 * n_local; k++) c.rreq[k] = MPI_REQUEST_NULL;
+    }
+    rc = sds_model_work_alloc(&c.w, &m, T);
+    if (rc == SDS_OK && (!c.inps || !c.x || (two_paths && !c.inps_d) || (si.stage > 0 && !c.rreq)))
+        rc = SDS_ERR_IO;
     rc = sds_agree(comm, rc);
     if (rc != SDS_OK) {
-        free(inps);
-        free(inps_d);
-        free(x);
+        free(c.inps);
+        free(c.inps_d);
+        free(c.x);
+        free(c.rreq);
         goto out_early;
     }
-    for (int64_t s = 0; s < n_local; s++)
-        sds_model_embed(&m, samples + (lo + s) * T, T, inps + s * T * C, &w);
-    if (two_paths) memcpy(inps_d, inps, act_bytes);
+    if (si.stage == 0)
+        for (int64_t s = 0; s < n_local; s++)
+            sds_model_embed(&m, samples + (lo + s) * T, T, c.inps + s * T * C, &c.w);
+    if (two_paths && si.stage == 0) memcpy(c.inps_d, c.inps, act_bytes);
+    if (si.stage > 0) post_receives(&c);
 
     sds_h5out *h5 = NULL;
     rc = sds_agree(comm, sds_h5out_create(comm, o.out, &h5));
     if (rc != SDS_OK) {
         if (h5) sds_h5out_close(h5, 0);
-        free(inps);
-        free(inps_d);
-        free(x);
-        sds_model_work_free(&w);
+        cancel_receives(&c);
+        free(c.inps);
+        free(c.inps_d);
+        free(c.x);
+        free(c.rreq);
+        sds_model_work_free(&c.w);
         goto out_early;
     }
     if (rank == 0) {
@@ -404,6 +783,15 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         printf("prune %s: %s at %s, %lld x %lld calibration tokens over %d rank%s\n", o.model,
                sds_method_name(o.method), pat, (long long)o.nsamples, (long long)T, size,
                size > 1 ? "s" : "");
+        if (si.S > 1)
+            for (int k = 0; k < si.S; k++) {
+                int rlo, rhi;
+                int64_t llo, lhi;
+                sds_stage_ranks(size, si.S, k, &rlo, &rhi);
+                sds_stage_layers(L, si.S, k, &llo, &lhi);
+                printf("stage %d: ranks %d-%d, layers %lld-%lld\n", k, rlo, rhi - 1, (long long)llo,
+                       (long long)(lhi - 1));
+            }
         if (is_sds)
             printf("SDS over %s: target %s, re-dense %s%s, %d adjustment steps%s\n",
                    sds_base_name(o.sds.base), sds_target_name(o.sds.target),
@@ -416,118 +804,39 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     }
     // resuming: the finished layers' weights, masks and statistics (into the output, in their
     // order) and this rank's activations after the last of them
-    st.inps = inps;
-    st.inps_d = inps_d;
+    st.inps = c.inps;
+    st.inps_d = c.inps_d;
     if (last_done >= 0) rc = sds_prune_ckpt_restore(comm, &ck, &st, last_done, h5);
     const int64_t restored = (last_done + 1) * n_lin; // sublayers not pruned by this run
 
     const double t_layers = sds_now();
     for (int64_t l = last_done + 1; l < L && rc == SDS_OK; l++) {
+        // the stage that owns layer l works on it; the others take part in the output
+        const int ks = sds_stage_of_layer(L, si.S, l), Gs = stage_size(size, si.S, ks);
+        const int mine = ks == si.stage, leader = stage_world(size, si.S, ks, 0);
         // 1. statistics of the dense layer on the pruned model's activations
-        //    (SDS, dense target: also the dense path's Gram G_tt and the cross Gram K = X_s^T X_d
-        //    per group, and the dense path advances through the still dense layer)
-        //    (--sds-mix auto: the same three Grams of the odd sequences, held out to choose it)
-        sds_hessian h[SDS_CAPTURE_GROUPS], hd[SDS_CAPTURE_GROUPS], hv[SDS_CAPTURE_GROUPS],
-            hdv[SDS_CAPTURE_GROUPS];
-        float *K[SDS_CAPTURE_GROUPS] = {0}, *Kv[SDS_CAPTURE_GROUPS] = {0},
-              *xs_buf[SDS_CAPTURE_GROUPS] = {0}, *xd_buf[SDS_CAPTURE_GROUPS] = {0};
-        memset(h, 0, sizeof h);
-        memset(hd, 0, sizeof hd);
-        memset(hv, 0, sizeof hv);
-        memset(hdv, 0, sizeof hdv);
-        int32_t flags = SDS_HESSIAN_GRAM | (wanda_stat ? SDS_HESSIAN_WANDA : 0);
-        for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
-            sds_linear_ref r = sds_model_linear(&m, l, i);
-            const int32_t g = r.group;
-            if (h[g].cols != 0) continue;
-            rc = sds_hessian_init(&h[g], r.cols, flags);
-            if (rc == SDS_OK && two_paths) {
-                rc = sds_hessian_init(&hd[g], r.cols, SDS_HESSIAN_GRAM);
-                K[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
-                xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
-                xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
-                if (rc == SDS_OK && (!K[g] || !xs_buf[g] || !xd_buf[g])) rc = SDS_ERR_IO;
-            }
-            if (rc == SDS_OK && auto_mix) {
-                rc = sds_hessian_init(&hv[g], r.cols, SDS_HESSIAN_GRAM);
-                if (rc == SDS_OK) rc = sds_hessian_init(&hdv[g], r.cols, SDS_HESSIAN_GRAM);
-                Kv[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
-                if (rc == SDS_OK && !Kv[g]) rc = SDS_ERR_IO;
-            }
-        }
-        capture_ctx cc = {h, NULL, rc};
-        sds_capture cap = {capture_add, &cc};
-        sds_model_work_set_capture(&w, &cap);
-        for (int64_t s = 0; s < n_local && cc.rc == SDS_OK; s++) {
-            memcpy(x, inps + s * T * C, (size_t)(T * C) * sizeof(float));
-            if (!two_paths) {
-                sds_model_layer_forward(&m, l, x, T, &w);
-                continue;
-            }
-            cc.copy = xs_buf;
-            sds_model_layer_forward(&m, l, x, T, &w);
-            cc.copy = xd_buf;
-            sds_model_layer_forward(&m, l, inps_d + s * T * C, T, &w);
-            cc.copy = NULL;
-            for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && cc.rc == SDS_OK; g++) {
-                if (h[g].cols == 0) continue;
-                const int cg = (int)h[g].cols;
-                cc.rc = sds_hessian_add(&h[g], xs_buf[g], 1, T);
-                if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hd[g], xd_buf[g], 1, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f,
-                            xs_buf[g], cg, xd_buf[g], cg, 1.0f, K[g], cg);
-                if (auto_mix && (lo + s) % 2 == 1 && cc.rc == SDS_OK) {
-                    cc.rc = sds_hessian_add(&hv[g], xs_buf[g], 1, T);
-                    if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hdv[g], xd_buf[g], 1, T);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f,
-                                xs_buf[g], cg, xd_buf[g], cg, 1.0f, Kv[g], cg);
-                }
-            }
-        }
-        sds_model_work_set_capture(&w, NULL);
-        rc = sds_agree(comm, cc.rc);
-        for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && rc == SDS_OK; g++) {
-            if (h[g].cols == 0) continue;
-            const int n2 = (int)(h[g].cols * h[g].cols);
-            // sums over every rank's sequences (upper triangle of X^T X, sum of squares)
-            MPI_Allreduce(MPI_IN_PLACE, h[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
-            if (h[g].sq)
-                MPI_Allreduce(MPI_IN_PLACE, h[g].sq, (int)h[g].cols, MPI_DOUBLE, MPI_SUM, comm);
-            h[g].nseq = o.nsamples;
-            rc = sds_agree(comm, sds_hessian_finish(&h[g]));
-            if (rc == SDS_OK && two_paths) {
-                MPI_Allreduce(MPI_IN_PLACE, hd[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
-                MPI_Allreduce(MPI_IN_PLACE, K[g], n2, MPI_FLOAT, MPI_SUM, comm);
-                hd[g].nseq = o.nsamples;
-                const float scale = (float)(2.0 / (double)o.nsamples); // as the Hessian's
-                for (int i2 = 0; i2 < n2; i2++) K[g][i2] *= scale;
-                rc = sds_agree(comm, sds_hessian_finish(&hd[g]));
-                // a fixed partial target X_t = (1 - b) X_s + b X_d (auto: per sublayer, later)
-                if (rc == SDS_OK && o.sds.mix >= 0.0 && o.sds.mix != 1.0)
-                    sds_sds_mix_target(h[g].H, K[g], hd[g].H, h[g].cols, o.sds.mix, K[g], hd[g].H);
-                if (rc == SDS_OK && auto_mix) {
-                    // held-out Grams on the same scale as the full ones (2 / nsamples)
-                    MPI_Allreduce(MPI_IN_PLACE, hv[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
-                    MPI_Allreduce(MPI_IN_PLACE, hdv[g].H, n2, MPI_FLOAT, MPI_SUM, comm);
-                    MPI_Allreduce(MPI_IN_PLACE, Kv[g], n2, MPI_FLOAT, MPI_SUM, comm);
-                    hv[g].nseq = hdv[g].nseq = o.nsamples;
-                    for (int i2 = 0; i2 < n2; i2++) Kv[g][i2] *= scale;
-                    rc = sds_hessian_finish(&hv[g]);
-                    if (rc == SDS_OK) rc = sds_hessian_finish(&hdv[g]);
-                    rc = sds_agree(comm, rc);
-                }
-            }
-        }
-        if (rank == 0)
+        layer_stats ls;
+        memset(&ls, 0, sizeof ls);
+        const int own = mine ? layer_stats_compute(&c, l, &ls) : SDS_OK;
+        const double ta = sds_now();
+        rc = sds_agree(comm, own);
+        if (mine)
+            c.t_sync += sds_now() - ta;
+        else
+            c.t_idle += sds_now() - ta; // another stage's layer
+        if (rank == leader)
             for (int32_t i = 0; i < n_lin; i++) {
                 sds_linear_ref r = sds_model_linear(&m, l, i);
                 fp = sds_fnv1a64(fp, r.w, (size_t)(r.rows * r.cols) * sizeof(float));
             }
+        if (si.S > 1) MPI_Bcast(&fp, 1, MPI_UINT64_T, leader, comm);
 
-        // 2. prune every sublayer: sublayer i on rank i % size, then everyone gets the result
+        // 2. prune every sublayer: sublayer i on the stage's rank i % G, then the stage gets
+        //    the result and everyone writes it (each rank its rows: the owner all of them)
         for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
-            sds_linear_ref r = sds_model_linear(&m, l, i);
-            const int owner = i % size;
+            // (the shapes are every layer's: a rank reads them from a layer it holds)
+            sds_linear_ref r = sds_model_linear(&m, mine ? l : si.llo, i);
+            const int owner = stage_world(size, si.S, ks, i % Gs);
             sds_sublayer_report *rp = &rep[l * n_lin + i];
             sds_model_linear_module(&m, l, i, rp->name, sizeof rp->name);
             rp->st.layer = (int32_t)l;
@@ -539,8 +848,9 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             if (rank == owner) {
                 mask = sds_calloc((size_t)(r.rows * r.cols), 1, "mask");
                 const int32_t g = r.group;
-                const sds_problem val = {r.rows, r.cols, r.w, hv[g].H, Kv[g], hdv[g].H, NULL};
-                lrc = mask ? prune_sublayer(&o, r, &h[g], K[g], two_paths ? hd[g].H : NULL,
+                const sds_problem val = {r.rows,   r.cols,      r.w, ls.hv[g].H,
+                                         ls.Kv[g], ls.hdv[g].H, NULL};
+                lrc = mask ? prune_sublayer(&o, r, &ls.h[g], ls.K[g], two_paths ? ls.hd[g].H : NULL,
                                             auto_mix ? &val : NULL, mask, &rp->st)
                            : SDS_ERR_IO;
                 if (lrc != SDS_OK) {
@@ -551,12 +861,14 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                 }
             }
             rp->st.seconds = sds_now() - t0;
+            if (rank == owner) c.t_prune += rp->st.seconds;
+            const double tsync = sds_now();
             rc = sds_agree(comm, lrc);
             if (rc != SDS_OK) {
                 free(mask);
                 break;
             }
-            MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, owner, comm);
+            if (mine) MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, i % Gs, si.scomm);
             MPI_Bcast(&rp->st, (int)sizeof rp->st, MPI_BYTE, owner, comm);
             rc = sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, 0, rank == owner ? r.rows : 0,
                                     rank == owner ? r.w : NULL, mask, &rp->st);
@@ -565,6 +877,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                 rc = sds_prune_ckpt_keep_mask(comm, &ck, l, i, owner, mask, r.rows * r.cols);
             free(mask);
             rc = sds_agree(comm, rc);
+            c.t_sync += sds_now() - tsync;
             if (rank == 0 && rc == SDS_OK) {
                 const double done = (double)(l * n_lin + i + 1 - restored),
                              all = (double)(L * n_lin - restored);
@@ -580,24 +893,28 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                 fflush(stdout);
             }
         }
-        for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
-            sds_hessian_free(&h[g]);
-            sds_hessian_free(&hd[g]);
-            sds_hessian_free(&hv[g]);
-            sds_hessian_free(&hdv[g]);
-            free(K[g]);
-            free(Kv[g]);
-            free(xs_buf[g]);
-            free(xd_buf[g]);
-        }
+        layer_stats_free(&ls);
 
-        // 3. the pruned layer's outputs are the next layer's inputs
-        for (int64_t s = 0; s < n_local && rc == SDS_OK; s++)
-            sds_model_layer_forward(&m, l, inps + s * T * C, T, &w);
+        // 3. the pruned layer's outputs are the next layer's inputs (after a stage's last
+        //    layer: the next stage's)
+        if (rc == SDS_OK && mine) layer_advance(&c, l);
 
         // 4. a signal (or the test hook) stops the run here, after a checkpoint
         if (rc != SDS_OK) break;
         const int why = sds_stop_agree(comm, l);
+        if (why != SDS_STOP_NONE && si.S > 1) {
+            if (rank == 0) {
+                fprintf(stderr,
+                        "sds-mpi: %s: stopped after layer %lld (%lld of %lld layers done); "
+                        "checkpoints are not written with --stages > 1 yet, nothing was kept "
+                        "(exit %d)\n",
+                        sds_stop_name(why), (long long)l, (long long)(l + 1), (long long)L,
+                        SDS_ERR_IO);
+                fflush(stderr);
+            }
+            rc = SDS_ERR_IO;
+            break;
+        }
         if (why != SDS_STOP_NONE || o.every_layer) {
             st.fp = fp;
             rc = sds_prune_ckpt_save(comm, &ck, &st, l);
@@ -614,10 +931,17 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             rc = SDS_ERR_CHECKPOINTED;
         }
     }
-    free(inps);
-    free(inps_d);
-    free(x);
-    sds_model_work_free(&w);
+    cancel_receives(&c);
+    // the time split, the largest over the ranks (compute, communication, waiting)
+    double timing[8] = {c.t_stats,   c.t_reduce, c.t_prune, c.t_advance,
+                        c.t_handoff, c.t_sync,   c.t_idle,  0.0};
+    timing[7] = c.t_stats + c.t_prune + c.t_advance; // this rank's compute
+    MPI_Allreduce(MPI_IN_PLACE, timing, 8, MPI_DOUBLE, MPI_MAX, comm);
+    free(c.inps);
+    free(c.inps_d);
+    free(c.x);
+    free(c.rreq);
+    sds_model_work_free(&c.w);
 
     if (rc == SDS_OK) {
         char hex[17];
@@ -633,9 +957,12 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     }
     if (rc == SDS_OK && o.export_hf) {
         // rank 0 writes the Hugging Face directory from its (complete) copy of the model
+        // (with stages rank 0 holds only its layers: the export reads the others' from the
+        // output just written)
         int erc = SDS_OK;
         if (rank == 0) {
-            erc = sds_hf_export(&m, o.model, o.tokenizer, o.export_hf);
+            erc = si.S == 1 ? sds_hf_export(&m, o.model, o.tokenizer, o.export_hf)
+                            : sds_export_from_h5(o.model, o.out, o.tokenizer, o.export_hf);
             if (erc == SDS_OK) printf("exported %s\n", o.export_hf);
             fflush(stdout);
         }
@@ -677,19 +1004,23 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         printf("wrote %s in %.1fs\n", o.out, seconds);
         printf("peak memory: %.1f MiB on the largest rank, %.1f MiB over all %d\n", peak_mib,
                peak_sum, size);
+        printf("time (largest rank): statistics %.2fs, pruning %.2fs, forward %.2fs; "
+               "all-reduce %.2fs, stage hand-off %.2fs, agree/broadcast/write %.2fs, other "
+               "stages %.2fs\n",
+               timing[0], timing[2], timing[3], timing[1], timing[4], timing[5], timing[6]);
         fflush(stdout);
     }
     if (rc == SDS_OK && o.eval) {
         if (rank == 0) printf("== pruned model\n");
-        rc = run_eval(comm, &o, &m, &ppl_pruned);
+        rc = run_eval(comm, &o, &m, si.S, &ppl_pruned);
         if (rc == SDS_OK && rank == 0) {
             printf("dense perplexity %.10g\n", ppl_dense);
             printf("pruned perplexity %.10g\n", ppl_pruned);
         }
     }
     if (rc == SDS_OK && o.json) {
-        int jrc = rank == 0 ? write_summary(&o, size, rep, L * n_lin, seconds, ppl_dense,
-                                            ppl_pruned, peak_mib)
+        int jrc = rank == 0 ? write_summary(&o, size, si.S, rep, L * n_lin, seconds, ppl_dense,
+                                            ppl_pruned, peak_mib, timing)
                             : SDS_OK;
         rc = sds_agree(comm, jrc);
     }
@@ -700,6 +1031,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     free(opts_text);
     free(samples);
     sds_model_free(&m);
+    MPI_Comm_free(&si.scomm);
     return rc;
 
 out_early:
@@ -708,6 +1040,7 @@ out_early:
     free(opts_text);
     free(samples);
     sds_model_free(&m);
+    MPI_Comm_free(&si.scomm);
     return rc;
 }
 

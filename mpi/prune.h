@@ -34,6 +34,7 @@ typedef struct {
     sds_sds_opts sds;         // --method sds: base, target, solver, ...
     int resume;               // --resume: go on from OUT.ckpt/ when it holds a checkpoint
     int every_layer;          // --checkpoint-every-layer: a checkpoint after every layer
+    int64_t stages;           // --stages: pipeline stages (0: chosen from the plan)
 } sds_prune_opts;
 
 const char *sds_method_name(sds_method m);

@@ -1,0 +1,330 @@
+#include "plan.h"
+
+#include "stage_map.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F4 4.0 // bytes of an fp32
+// Bytes per entry of a cols x cols Gram as held and as all-reduced: fp32 today. (Exact sums in
+// 128-bit integers over the packed upper triangle would add ~8 bytes per entry held and make the
+// all-reduce ~8 bytes per entry: change these two.)
+#define PLAN_GRAM_HELD 4.0 // the fp32 Gram matrices a layer's pruning reads
+
+// The linear sublayers of one decoder layer: (rows, cols) and the input group each reads.
+// OPT: q/k/v share one group (C), out_proj (C), fc1 (C), fc2 (F). Llama: q/k/v (C), o (Q),
+// gate/up (C), down (F).
+#define PLAN_MAX_LIN 7
+typedef struct {
+    int n;
+    double rows[PLAN_MAX_LIN], cols[PLAN_MAX_LIN];
+    int group[PLAN_MAX_LIN];
+    int n_groups;
+    double group_cols[4];
+    double layer_params; // every parameter of one layer (weights, biases, norms)
+    double lin_params;   // the linear weights alone (what the forward's matmuls touch)
+    double attn_width;   // heads x head_dim (attention's matmul width)
+} plan_layer;
+
+static void lin(plan_layer *p, double rows, double cols, int group) {
+    p->rows[p->n] = rows;
+    p->cols[p->n] = cols;
+    p->group[p->n] = group;
+    p->lin_params += rows * cols;
+    p->n++;
+    if (group >= p->n_groups) {
+        p->n_groups = group + 1;
+        p->group_cols[group] = cols;
+    }
+}
+
+static void layer_shapes(const sds_model_config *c, plan_layer *p) {
+    memset(p, 0, sizeof *p);
+    const double C = (double)c->hidden_size, F = (double)c->ffn_dim;
+    if (c->arch == SDS_ARCH_OPT) {
+        lin(p, C, C, 0);
+        lin(p, C, C, 0);
+        lin(p, C, C, 0);
+        lin(p, C, C, 1);
+        lin(p, F, C, 2);
+        lin(p, C, F, 3);
+        p->layer_params =
+            p->lin_params + (c->enable_bias ? 5 * C + F : 0) + (c->layer_norm_affine ? 4 * C : 0);
+        p->attn_width = C;
+    } else {
+        const double Q = (double)(c->n_heads * c->head_dim),
+                     KV = (double)(c->n_kv_heads * c->head_dim);
+        lin(p, Q, C, 0);
+        lin(p, KV, C, 0);
+        lin(p, KV, C, 0);
+        lin(p, C, Q, 1);
+        lin(p, F, C, 2);
+        lin(p, F, C, 2);
+        lin(p, C, F, 3);
+        p->layer_params = p->lin_params + 2 * C + (c->attention_bias ? Q + 2 * KV + C : 0) +
+                          (c->mlp_bias ? 2 * F + C : 0);
+        p->attn_width = Q;
+    }
+}
+
+void sds_plan_machine_default(sds_plan_machine *mc) {
+    // One core of a current x86 server with AVX-512 OpenBLAS kernels: ~100 GFLOP/s sgemm per
+    // core (this machine measures 110-135 with 1 thread); MPI inside a node through shared
+    // memory ~5 GB/s and ~1 us; between nodes (100 Gb/s InfiniBand) ~10 GB/s and ~2 us, so the
+    // node figure is the conservative one. Baseline: what a 1-sample prune of a tiny model holds
+    // here (Open MPI, OpenBLAS with 1 thread, HDF5, jansson): ~110 MiB.
+    mc->gemm_gflops = 100.0;
+    mc->mpi_bw = 5e9;
+    mc->mpi_lat = 1e-6;
+    mc->baseline_bytes = 110.0 * 1024 * 1024;
+    mc->select_s = 10e-9; // a magnitude selection per weight (50% and 2:4, measured 5-15 ns)
+    mc->stream_bw = 5e9;  // one core streaming fp32 arrays
+    mc->io_bw = 1e9;      // a parallel file system or local SSD
+    mc->exp_s = 5e-9;     // softmax / SiLU element (measured 3-8 ns here)
+}
+
+// Ring all-reduce of `bytes` over g ranks: reduce-scatter then all-gather.
+static double allreduce_s(double bytes, int g, const sds_plan_machine *mc) {
+    if (g <= 1) return 0.0;
+    return 2.0 * (g - 1) / g * bytes / mc->mpi_bw + 2.0 * (g - 1) * mc->mpi_lat;
+}
+
+// Broadcast of `bytes` from one rank to g: scatter then all-gather for large messages.
+static double bcast_s(double bytes, int g, const sds_plan_machine *mc) {
+    if (g <= 1) return 0.0;
+    return 2.0 * (g - 1) / g * bytes / mc->mpi_bw + ceil(log2((double)g)) * mc->mpi_lat;
+}
+
+// SparseGPT on one (rows, cols) sublayer: flops at BLAS speed. Preparation: Cholesky, inverse,
+// Cholesky (cols^3 / 3 + 2 cols^3 / 3 + cols^3 / 3); the blocked sweep's updates ~rows cols^2,
+// counted twice since its within-block column loop runs at about half sgemm's rate (measured:
+// the bench_prune_kernels table gives 40-50% of sgemm's GFLOP/s on rows cols^2).
+static double sparsegpt_flops(double rows, double cols) {
+    return 4.0 / 3.0 * cols * cols * cols + 4.0 * rows * cols * cols;
+}
+
+// One sublayer's pruning on its owner: seconds.
+static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine *mc, double rows,
+                               double cols, double *flops) {
+    const double g = mc->gemm_gflops * 1e9, nw = rows * cols, rcc = rows * cols * cols;
+    // every method: a dense copy of W, the mask, the zero count: a few streaming passes
+    double f = 0.0, s = 4.0 * nw * F4 / mc->stream_bw;
+    switch (in->method) {
+    case 0: // magnitude
+    case 1: // wanda: one selection; the reconstruction error A H on 2 x rows rows
+        s += nw * mc->select_s;
+        f += 4.0 * rcc;
+        break;
+    case 2: // SparseGPT, then its reconstruction error
+        f += sparsegpt_flops(rows, cols) + 4.0 * rcc;
+        break;
+    default: { // SDS over SparseGPT (src/sds.c), ridge re-dense
+        const int adj = in->sds_adjust_iters > 0 ? in->sds_adjust_iters : 20;
+        const int dense = in->sds_dense_target;
+        // first and second pruning
+        f += 2.0 * sparsegpt_flops(rows, cols);
+        // fixed terms: W_d M, W_d (G - K^T), W_d G_tt (dense target) or W_d G; power iteration
+        f += (dense ? 6.0 : 2.0) * rcc + 60.0 * 2.0 * cols * cols;
+        // the error (W - W_d) G at the first, re-dense, second pruning and every adjust step
+        f += 2.0 * rcc * (3 + adj);
+        // ridge: Cholesky of G + damping, two triangular solves with rows right-hand sides
+        if (dense) f += cols * cols * cols / 3.0 + 2.0 * rcc;
+        // --sds-mix auto: the blend's closed form (a Cholesky and a few products)
+        if (in->sds_auto_mix) f += cols * cols * cols / 3.0 + 6.0 * rcc;
+        // each adjust step: a selection and ~8 passes over weight-sized arrays
+        s += adj * (nw * mc->select_s + 8.0 * nw * F4 / mc->stream_bw);
+        break;
+    }
+    }
+    *flops += f;
+    return s + f / g;
+}
+
+int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_plan_stage *out) {
+    const sds_model_config *c = &in->cfg;
+    const int64_t L = c->n_layers;
+    const int S = in->stages, P = in->nranks;
+    if (L <= 0 || P <= 0 || S < 1 || S > P || S > L || in->nsamples <= 0 || in->seqlen <= 0 ||
+        c->hidden_size <= 0 || c->ffn_dim <= 0 || mc->gemm_gflops <= 0 || mc->mpi_bw <= 0)
+        return -1;
+    plan_layer pl;
+    layer_shapes(c, &pl);
+    const double C = (double)c->hidden_size, F = (double)c->ffn_dim, V = (double)c->vocab_size,
+                 T = (double)in->seqlen, N = (double)in->nsamples;
+    const double E = c->arch == SDS_ARCH_OPT ? (double)c->word_embed_proj_dim : C;
+    const int is_sds = in->method == 3, two = is_sds && in->sds_dense_target,
+              auto_mix = two && in->sds_auto_mix, wanda = in->method == 1;
+    const double g = mc->gemm_gflops * 1e9;
+
+    // embeddings (stage 0) and head (last stage with --eval)
+    double emb = 0.0, head = 0.0;
+    if (c->arch == SDS_ARCH_OPT) {
+        const double Pp = (double)c->max_position_embeddings + 2;
+        emb = V * E + Pp * C + (E != C ? C * E : 0);
+        head = (E != C ? E * C : 0) + (c->layer_norm_affine ? 2 * C : 0);
+    } else {
+        emb = V * C;
+        head = C;
+    }
+    // the LM head: a second V x E when untied, or when tied but the last stage is not stage 0
+    // (it then holds embed_tokens again)
+    const double lm = V * E;
+
+    // forward scratch of one sequence (sds_opt_work / sds_llama_work) plus prune's x (T,C)
+    double fwd;
+    if (c->arch == SDS_ARCH_OPT)
+        fwd = 6 * T * C + T * F + 128 * T + T * (E > C ? E : C) + T * C;
+    else {
+        const double Q = (double)(c->n_heads * c->head_dim),
+                     KV = (double)(c->n_kv_heads * c->head_dim);
+        fwd = 2 * T * C + 2 * T * Q + 2 * T * KV + 2 * T * F + 128 * T + T * (double)c->head_dim +
+              T * C + (double)c->head_dim;
+    }
+    // the logits of 64 rows are only touched (resident) when --eval runs the head
+    if (in->eval) fwd += 64 * V;
+    fwd *= F4;
+
+    // one layer's statistics: a Gram per group (x3 with the dense path: G_tt and K; x6 with
+    // --sds-mix auto: the held-out three), SDS's copies of each group's inputs for one sequence,
+    // Wanda's column sums
+    // The Grams are exact sums (src/xsum.h): while a layer's sequences are added, each
+    // symmetric Gram (G, G_tt) has its fp32 matrix (4 B per entry) and a packed 128-bit
+    // accumulator of its upper triangle (8 B per entry), the cross Gram K its fp32 matrix and a
+    // full 128-bit accumulator (16 B); the accumulators are freed once reduced (before any
+    // pruning), and they are what is all-reduced.
+    double stats = 0.0, acc_bytes = 0.0, gram_flops_tok = 0.0, gram_bytes = 0.0;
+    for (int k = 0; k < pl.n_groups; k++) {
+        const double cc = pl.group_cols[k];
+        const double mult = auto_mix ? 6.0 : two ? 3.0 : 1.0;
+        const double acc = (auto_mix ? 2.0 : 1.0) * (two ? 8.0 + 8.0 + 16.0 : 8.0) * cc * cc;
+        stats += mult * cc * cc * PLAN_GRAM_HELD;
+        acc_bytes += acc;
+        if (two) stats += 2.0 * T * cc * F4;
+        if (wanda || is_sds) stats += cc * 12.0;
+        // ssyrk of G (cols^2 per token); dense path: G_tt (syrk) and K (gemm, 2 cols^2);
+        // auto: the odd half again
+        gram_flops_tok += two ? (auto_mix ? 6.0 : 4.0) * cc * cc : cc * cc;
+        gram_bytes += acc;
+    }
+
+    // the largest sublayer's pruning buffers on its owner
+    double prune_mem = 0.0, lin_params = 0.0;
+    for (int i = 0; i < pl.n; i++) {
+        const double nw = pl.rows[i] * pl.cols[i], ng = pl.cols[i] * pl.cols[i];
+        double b = nw * F4 + nw;                              // the dense copy, the mask
+        if (in->method == 2) b += ng * F4;                    // the SparseGPT factor U
+        if (in->method <= 1) b += 4.0 * 64 * pl.cols[i] * F4; // the error's row chunks
+        if (is_sds) {
+            // S, D, DG, Wc, Wb (weight-sized), two more masks, and one cols^2 (U or the ridge
+            // matrix; while fixed_init runs, T and M instead of D and U: no more)
+            b += 5.0 * nw * F4 + 2.0 * nw + ng * F4;
+            if (auto_mix) b += 3.0 * ng * F4; // the fitting Grams G_f, K_b, G_b
+        }
+        prune_mem = b > prune_mem ? b : prune_mem;
+        lin_params += nw;
+    }
+
+    for (int k = 0; k < S; k++) {
+        sds_plan_stage *st = &out[k];
+        memset(st, 0, sizeof *st);
+        sds_stage_ranks(P, S, k, &st->rank_lo, &st->rank_hi);
+        sds_stage_layers(L, S, k, &st->layer_lo, &st->layer_hi);
+        const int G = st->rank_hi - st->rank_lo;
+        const double nl = (double)(st->layer_hi - st->layer_lo);
+        const double nloc = ceil(N / G); // the stage's largest rank's sequences
+        sds_plan_memory *m = &st->mem;
+        m->weights = nl * pl.layer_params * F4;
+        m->embeddings = k == 0 ? emb * F4 : 0.0;
+        if (k == S - 1 && in->eval)
+            m->head = (head + (c->tie_word_embeddings && k == 0 ? 0.0 : lm)) * F4;
+        m->activations = nloc * T * C * F4 * (two ? 2 : 1);
+        m->calib_ids = N * T * 4.0;
+        // the accumulators are gone before the pruning buffers come: the larger of the two
+        m->statistics = stats + acc_bytes;
+        m->prune = prune_mem > acc_bytes ? prune_mem - acc_bytes : 0.0;
+        m->forward = fwd;
+        m->masks = nl * lin_params / 8.0;
+        m->baseline = mc->baseline_bytes;
+        // while loading, rank 0 also holds the tokenizer (~350 bytes per vocabulary entry,
+        // measured with the OPT tokenizer) to read a --calib text
+        m->load = m->baseline + m->weights + m->embeddings + m->head + in->load_extra_bytes +
+                  (k == 0 ? 350.0 * V : 0.0) + m->calib_ids;
+        const double run = m->weights + m->embeddings + m->head + m->activations + m->calib_ids +
+                           m->statistics + m->prune + m->forward + m->masks + m->baseline;
+        st->peak_bytes = run > m->load ? run : m->load;
+
+        // compute, per layer on the stage's largest rank: forward passes (statistics pass and
+        // output pass; SDS's dense path a third), 2 flops per weight per token plus causal
+        // attention (QK^T and AV: 2 T x width per token on average)
+        const double tok = nloc * T;
+        const double passes = two ? 3.0 : 2.0;
+        const double fwd_flops = passes * tok * (2.0 * pl.lin_params + 2.0 * T * pl.attn_width);
+        const double gram_flops = tok * gram_flops_tok;
+        // softmax over the causal scores (heads x T(T+1)/2 per sequence) and Llama's SiLU
+        // (T x F): expf-bound, not BLAS
+        const double exps =
+            passes * nloc *
+            ((double)c->n_heads * T * (T + 1) / 2.0 + (c->arch == SDS_ARCH_LLAMA ? T * F : 0.0));
+        st->forward_s = nl * (fwd_flops / g + exps * mc->exp_s);
+        st->gram_s = nl * gram_flops / g;
+        double pflops = 0.0, ps = 0.0;
+        for (int i = 0; i < pl.n; i++)
+            ps += prune_sublayer_s(in, mc, pl.rows[i], pl.cols[i], &pflops);
+        st->prune_s = nl * ps;
+        // loading the stage's weights, writing weights (fp32) and masks (uint8) of its layers
+        st->io_s = (m->weights + m->embeddings + m->head) / mc->io_bw +
+                   nl * lin_params * 5.0 / mc->io_bw / G;
+        st->flops = nl * (fwd_flops + gram_flops + pflops);
+        st->compute_s = st->forward_s + st->gram_s + st->prune_s + st->io_s;
+
+        // communication: the Grams all-reduced over the stage, every pruned sublayer broadcast
+        // from its owner, the activations handed to the next stage (all N x T x C of them,
+        // from the stage's ranks in parallel to the next stage's)
+        st->allreduce_s = nl * pl.n_groups * allreduce_s(gram_bytes / pl.n_groups, G, mc);
+        double bc = 0.0;
+        for (int i = 0; i < pl.n; i++) bc += bcast_s(pl.rows[i] * pl.cols[i] * F4, G, mc);
+        st->bcast_s = nl * bc;
+        if (k < S - 1) {
+            int lo2, hi2;
+            sds_stage_ranks(P, S, k + 1, &lo2, &hi2);
+            const int links = G < hi2 - lo2 ? G : hi2 - lo2;
+            st->handoff_s = N * T * C * F4 * (two ? 2 : 1) / links / mc->mpi_bw + mc->mpi_lat;
+        }
+        st->comm_s = st->allreduce_s + st->bcast_s + st->handoff_s;
+    }
+    return 0;
+}
+
+void sds_plan_totals(const sds_plan_stage *st, int stages, double *peak_bytes, double *seconds) {
+    double pk = 0.0, s = 0.0;
+    for (int k = 0; k < stages; k++) {
+        pk = st[k].peak_bytes > pk ? st[k].peak_bytes : pk;
+        s += st[k].compute_s + st[k].comm_s;
+    }
+    if (peak_bytes) *peak_bytes = pk;
+    if (seconds) *seconds = s;
+}
+
+int sds_plan_default_stages(const sds_plan_input *in, const sds_plan_machine *mc,
+                            double mem_per_rank_bytes) {
+    const int64_t L = in->cfg.n_layers;
+    const int smax = (int64_t)in->nranks < L ? in->nranks : (int)L;
+    if (smax < 1) return 1;
+    sds_plan_stage *st = malloc((size_t)smax * sizeof *st);
+    if (!st) return smax;
+    sds_plan_input x = *in;
+    int found = smax;
+    for (int s = 1; s <= smax; s++) {
+        x.stages = s;
+        if (sds_plan_compute(&x, mc, st) != 0) break;
+        double pk;
+        sds_plan_totals(st, s, &pk, NULL);
+        if (pk <= mem_per_rank_bytes) {
+            found = s;
+            break;
+        }
+    }
+    free(st);
+    return found;
+}

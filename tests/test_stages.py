@@ -1,0 +1,174 @@
+"""The same answer at any scale (issue 5): sds-mpi prune and eval at 1, 2, 3 and 4 ranks with 1, 2
+and 3 pipeline stages, on generated OPT and Llama checkpoints.
+
+Against the 1-rank run of the same command:
+- masks identical, weights identical (bit for bit: the statistics are exact sums, src/xsum.h,
+  and each sublayer is pruned by one rank from the same inputs; the stated tolerance is 0);
+- per-sublayer statistics identical; dense and pruned perplexity equal (to 1e-12 relative; the
+  window NLLs are summed in window order, so in practice the same bits);
+- `eval --stages S --weights` equal to the 1-rank `eval`; `--export-hf` with stages writes the
+  same model.safetensors as without.
+Determinism: the same staged command twice gives identical weights, masks and statistics.
+Errors: --stages above the rank or layer count and --resume with stages (exit 2); a tensor
+missing from the layers only the last stage loads (exit 3, on every rank, one message naming the
+tensor and the failing rank).
+"""
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import hf_fixtures as fx  # noqa: E402
+import sds_run  # noqa: E402
+
+failed = 0
+
+
+def report(ok, what):
+    global failed
+    print("%s %s" % ("OK" if ok else "NOT OK", what), flush=True)
+    if not ok:
+        failed += 1
+
+
+def read(path):
+    with h5py.File(path, "r") as f:
+        w = {n: f["weights"][n][()] for n in f["weights"]}
+        m = {n: f["masks"][n][()] for n in f["masks"]}
+        at = {n: {k: v for k, v in f["weights"][n].attrs.items() if k != "seconds"}
+              for n in f["weights"]}
+    return w, m, at
+
+
+def ppl(stdout, which):
+    for ln in stdout.splitlines():
+        if ln.startswith(which + " perplexity"):
+            return float(ln.split()[2])
+    return None
+
+
+def prune(np_, model, out, method, sparsity, text, stages, extra=()):
+    args = ["prune", "--model", model, "--calib", fx.WIKI, "--method", method, "--sparsity",
+            sparsity, "--nsamples", "7", "--seqlen", "64", "--out", out, "--eval", text,
+            "--eval-max-windows", "5", "--json", out + ".json"] + list(extra)
+    if stages:
+        args += ["--stages", str(stages)]
+    return sds_run.run(np_, args)
+
+
+def compare(tag, ref, got):
+    (w0, m0, a0), (w1, m1, a1) = ref, got
+    report(sorted(m0) == sorted(m1), "%s: the same sublayers" % tag)
+    bad_m = [n for n in m0 if n in m1 and not np.array_equal(m0[n], m1[n])]
+    report(not bad_m, "%s: masks identical to 1 rank%s" % (tag, "" if not bad_m else " except " + ", ".join(bad_m[:3])))
+    diff = max(float(np.max(np.abs(w0[n] - w1[n]))) for n in w0 if n in w1)
+    report(diff == 0.0, "%s: weights equal to 1 rank's (max |diff| %.3g, tolerance 0)" % (tag, diff))
+    bad_a = [n for n in a0 if n in a1 and a0[n] != a1[n]]
+    report(not bad_a, "%s: statistics identical%s" % (tag, "" if not bad_a else " except " + bad_a[0]))
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        text = os.path.join(tmp, "eval.txt")
+        with open(text, "w", encoding="utf-8") as fh:
+            fh.write(open(fx.WIKI, encoding="utf-8").read()[:12000])
+        cases = [("opt-preln", "sparsegpt", "2:4", []), ("llama-gqa", "sparsegpt", "0.5", []),
+                 ("opt-postln-proj", "wanda", "2:4", []), ("llama-tied-bias", "magnitude", "4:8", []),
+                 ("opt-preln", "sds", "2:4", ["--base", "sparsegpt"]),
+                 ("llama-gqa", "sds", "2:4", ["--base", "wanda", "--sds-mix", "auto"])]
+        for name, method, sparsity, extra in cases:
+            model = fx.make_opt(name) if name.startswith("opt") else fx.make_llama(name)
+            L = json.load(open(os.path.join(model, "config.json")))["num_hidden_layers"]
+            base = "%s %s %s" % (name, method, sparsity)
+            ref_out = os.path.join(tmp, "ref.h5")
+            rc, so, se, codes = prune(1, model, ref_out, method, sparsity, text, 0, extra)
+            report(codes == [0], "%s: 1 rank exits 0" % base)
+            if codes != [0]:
+                print(se[-2000:])
+                continue
+            ref = read(ref_out)
+            ref_ppl = (ppl(so, "dense"), ppl(so, "pruned"))
+            runs = [(2, 1), (2, 2), (4, 1), (4, 2), (3, 2)]
+            if L >= 3:
+                runs.append((4, 3))
+            for np_, S in runs:
+                tag = "%s, %d ranks, %d stage%s" % (base, np_, S, "s" if S > 1 else "")
+                out = os.path.join(tmp, "np%d-s%d.h5" % (np_, S))
+                rc, so2, se2, codes = prune(np_, model, out, method, sparsity, text, S, extra)
+                report(codes == [0] * np_, "%s: exit codes %s" % (tag, codes))
+                if codes != [0] * np_:
+                    print(se2[-2000:])
+                    continue
+                if S > 1:
+                    report("stage %d: ranks" % (S - 1) in so2, "%s: the stages are reported" % tag)
+                compare(tag, ref, read(out))
+                got = (ppl(so2, "dense"), ppl(so2, "pruned"))
+                rel = max(abs(a - b) / b for a, b in zip(got, ref_ppl))
+                report(rel <= 1e-12, "%s: dense and pruned perplexity %s == %s (rel %.2g)" % (tag, got, ref_ppl, rel))
+            if name == "opt-preln" and method == "sparsegpt":
+                # determinism, eval and export through the pipeline
+                out2 = os.path.join(tmp, "again.h5")
+                rc, so3, se3, codes = prune(4, model, out2, method, sparsity, text, 2, extra)
+                a, b = read(os.path.join(tmp, "np4-s2.h5")), read(out2)
+                same = all(np.array_equal(a[0][n], b[0][n]) and np.array_equal(a[1][n], b[1][n]) for n in a[0])
+                report(codes == [0] * 4 and same and a[2] == b[2],
+                       "%s: the same staged command twice gives the same weights, masks, statistics" % base)
+                ev = []
+                for np_, S in ((1, 0), (2, 2), (4, 2), (4, 3)):
+                    args = ["eval", "--model", model, "--weights", ref_out, "--text", text, "--seqlen", "64",
+                            "--max-windows", "5"] + (["--stages", str(S)] if S else [])
+                    rc, so4, se4, codes = sds_run.run(np_, args)
+                    last = sds_run.last_line(so4)
+                    ev.append(last)
+                    report(codes == [0] * np_, "%s: eval at %d ranks, %d stages exits 0" % (base, np_, max(S, 1)))
+                report(len(set(ev)) == 1 and ev[0].startswith("perplexity"),
+                       "%s: eval --weights at 1 rank and through 2 and 3 stages: %s" % (base, ev))
+                exp = {}
+                for S in (1, 2):
+                    d = os.path.join(tmp, "hf-s%d" % S)
+                    o = os.path.join(tmp, "exp-s%d.h5" % S)
+                    rc, so5, se5, codes = prune(2, model, o, method, sparsity, text, S, ["--export-hf", d])
+                    files = sorted(glob.glob(os.path.join(d, "*.safetensors")))
+                    exp[S] = b"".join(open(p, "rb").read() for p in files) if codes == [0, 0] else None
+                    report(codes == [0, 0] and files, "%s: --export-hf with %d stage(s) exits 0" % (base, S))
+                report(exp[1] is not None and exp[1] == exp[2],
+                       "%s: --export-hf writes the same safetensors with 2 stages as with 1" % base)
+
+        # errors, agreed on every rank
+        model = fx.make_opt("opt-preln")
+        for np_, args, code, needle in [
+                (2, ["--stages", "3"], 2, "--stages 3"),
+                (4, ["--stages", "4"], 2, "--stages 4"),
+                (2, ["--stages", "2", "--resume"], 2, "--resume")]:
+            out = os.path.join(tmp, "bad.h5")
+            rc, so, se, codes = prune(np_, model, out, "sparsegpt", "2:4", text, 0, args)
+            msgs = [ln for ln in se.splitlines() if "sds-mpi: error" in ln]
+            report(codes == [code] * np_ and len(msgs) == 1 and needle in msgs[0] and not os.path.exists(out),
+                   "%s at %d ranks: exit %s, one message %s" % (" ".join(args), np_, codes, msgs[:1]))
+        # a tensor of the last layer missing: only the last stage reads it
+        broken = os.path.join(tmp, "broken")
+        shutil.copytree(model, broken)
+        from safetensors.numpy import load_file, save_file
+        st = os.path.join(broken, "model.safetensors")
+        tensors = load_file(st)
+        gone = [k for k in tensors if k.endswith("layers.2.fc2.weight")][0]
+        del tensors[gone]
+        save_file(tensors, st, metadata={"format": "pt"})
+        out = os.path.join(tmp, "broken.h5")
+        rc, so, se, codes = prune(4, broken, out, "sparsegpt", "2:4", text, 2)
+        msgs = [ln for ln in se.splitlines() if "sds-mpi: error" in ln]
+        report(codes == [3] * 4 and len(msgs) == 1 and gone in msgs[0] and "rank 2 of 4" in msgs[0]
+               and not os.path.exists(out),
+               "a tensor missing from the last stage's layers: exit %s, one message %s" % (codes, msgs[:1]))
+    print("FAILED %d" % failed if failed else "ALL OK")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
