@@ -258,6 +258,10 @@ static int h5out_put_rows(const sds_h5out *h, hid_t d, const char *what, int64_t
     while (left > 0) {
         size_t piece = left < ((size_t)1 << 30) ? left : (size_t)1 << 30;
         ssize_t n = pwrite(h->fd, p, piece, off);
+        if (sds_test_fail("write", h->rank)) { // test hook: a failing disk on this rank
+            n = -1;
+            errno = EIO;
+        }
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0)
             return sds_error_set(SDS_ERR_IO, "%s: writing rows %lld..%lld of %s: %s", h->path,

@@ -25,6 +25,7 @@
 
 #include <cblas.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -133,9 +134,16 @@ static int calibration_tokens(const sds_prune_opts *o, const sds_model *m, int32
 // it works on a copy.
 static int sparsegpt_sublayer(const sds_prune_opts *o, sds_linear_ref r, const float *H,
                               uint8_t *mask, double *damping) {
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     float *U = sds_malloc((size_t)(r.cols * r.cols) * sizeof(float), "SparseGPT factor");
     if (!U) return SDS_ERR_IO;
     memcpy(U, H, (size_t)(r.cols * r.cols) * sizeof(float));
+    if (sds_test_fail("cholesky", rank)) {
+        // test hook: an indefinite H that no damping retry can fix
+        const float big = 1e12f * (fabsf(U[0]) + 1.0f);
+        U[1] = U[r.cols] = big;
+    }
     sds_sparsegpt_info info;
     int rc =
         sds_sparsegpt_prepare(U, r.cols, r.w, r.rows, o->percdamp, SDS_SPARSEGPT_MAX_TRIES, &info);
@@ -570,6 +578,37 @@ static void cancel_receives(run_ctx *c) {
     }
 }
 
+// Which of a stage's G ranks prunes each sublayer: largest cost first, each to the least
+// loaded rank (lowest on ties), the same on every rank. Cost: SparseGPT's (and SDS's)
+// cols^3 + 2 rows cols^2, else rows cols. (Where a sublayer is pruned does not change it.)
+static void assign_owners(sds_model *m, int64_t layer, int32_t n_lin, int G, int is_cubic,
+                          int *owner) {
+    double cost[8], load[256];
+    int order[8];
+    SDS_ASSERT(n_lin <= 8);
+    for (int32_t i = 0; i < n_lin; i++) {
+        const sds_linear_ref r = sds_model_linear(m, layer, i);
+        const double rows = (double)r.rows, cols = (double)r.cols;
+        cost[i] = is_cubic ? cols * cols * cols + 2.0 * rows * cols * cols : rows * cols;
+        order[i] = i;
+    }
+    for (int32_t a = 1; a < n_lin; a++) // insertion sort, descending cost, stable
+        for (int32_t b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
+            const int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    const int ng = G < 256 ? G : 256;
+    for (int j = 0; j < ng; j++) load[j] = 0.0;
+    for (int32_t k = 0; k < n_lin; k++) {
+        int best = 0;
+        for (int j = 1; j < ng; j++)
+            if (load[j] < load[best]) best = j;
+        owner[order[k]] = best;
+        load[best] += cost[order[k]];
+    }
+}
+
 // The stage count: --stages, or the fewest stages whose ranks fit their share of the node's
 // memory by the plan's model (src/plan.h; `sds-mpi plan` prints it).
 static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model_config *cfg,
@@ -831,44 +870,59 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             }
         if (si.S > 1) MPI_Bcast(&fp, 1, MPI_UINT64_T, leader, comm);
 
-        // 2. prune every sublayer: sublayer i on the stage's rank i % G, then the stage gets
-        //    the result and everyone writes it (each rank its rows: the owner all of them)
+        // 2. prune every sublayer: each on one rank of the stage (assign_owners), each rank all of
+        // its
+        //    sublayers at once (they are independent: each reads only its own weight and the
+        //    layer's statistics); then, in order, the stage gets each result and everyone
+        //    writes it (each rank its rows: the owner all of them)
+        enum { MAX_LIN = 8 };
+        SDS_ASSERT(n_lin <= MAX_LIN);
+        uint8_t *masks[MAX_LIN] = {0};
+        int lrcs[MAX_LIN] = {0}, own_at[MAX_LIN] = {0};
+        int failed_here = 0;
+        assign_owners(&m, mine ? l : si.llo, n_lin, Gs,
+                      o.method == SDS_METHOD_SPARSEGPT || o.method == SDS_METHOD_SDS, own_at);
         for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
-            // (the shapes are every layer's: a rank reads them from a layer it holds)
-            sds_linear_ref r = sds_model_linear(&m, mine ? l : si.llo, i);
-            const int owner = stage_world(size, si.S, ks, i % Gs);
             sds_sublayer_report *rp = &rep[l * n_lin + i];
             sds_model_linear_module(&m, l, i, rp->name, sizeof rp->name);
             rp->st.layer = (int32_t)l;
             snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o.method));
             sds_pattern_format(o.pattern, rp->st.pattern, sizeof rp->st.pattern);
-            uint8_t *mask = NULL;
+            if (rank != stage_world(size, si.S, ks, own_at[i]) || failed_here) continue;
+            sds_linear_ref r = sds_model_linear(&m, l, i);
             const double t0 = sds_now();
-            int lrc = SDS_OK;
-            if (rank == owner) {
-                mask = sds_calloc((size_t)(r.rows * r.cols), 1, "mask");
-                const int32_t g = r.group;
-                const sds_problem val = {r.rows,   r.cols,      r.w, ls.hv[g].H,
-                                         ls.Kv[g], ls.hdv[g].H, NULL};
-                lrc = mask ? prune_sublayer(&o, r, &ls.h[g], ls.K[g], two_paths ? ls.hd[g].H : NULL,
+            uint8_t *mask = sds_calloc((size_t)(r.rows * r.cols), 1, "mask");
+            const int32_t g = r.group;
+            const sds_problem val = {r.rows, r.cols, r.w, ls.hv[g].H, ls.Kv[g], ls.hdv[g].H, NULL};
+            int lrc = mask ? prune_sublayer(&o, r, &ls.h[g], ls.K[g], two_paths ? ls.hd[g].H : NULL,
                                             auto_mix ? &val : NULL, mask, &rp->st)
                            : SDS_ERR_IO;
-                if (lrc != SDS_OK) {
-                    char msg[1024];
-                    snprintf(msg, sizeof msg, "%s", sds_error_message());
-                    sds_error_clear();
-                    sds_error_set(lrc, "%s: %s", rp->name, msg);
-                }
+            if (lrc != SDS_OK) {
+                char msg[1024];
+                snprintf(msg, sizeof msg, "%s", sds_error_message());
+                sds_error_clear();
+                sds_error_set(lrc, "%s: %s", rp->name, msg);
+                failed_here = 1; // (its later sublayers are not needed: the run ends)
             }
+            masks[i] = mask;
+            lrcs[i] = lrc;
             rp->st.seconds = sds_now() - t0;
-            if (rank == owner) c.t_prune += rp->st.seconds;
+            c.t_prune += rp->st.seconds;
+        }
+        for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+            // (the shapes are every layer's: a rank reads them from a layer it holds)
+            sds_linear_ref r = sds_model_linear(&m, mine ? l : si.llo, i);
+            const int owner = stage_world(size, si.S, ks, own_at[i]);
+            sds_sublayer_report *rp = &rep[l * n_lin + i];
+            uint8_t *mask = masks[i];
+            masks[i] = NULL;
             const double tsync = sds_now();
-            rc = sds_agree(comm, lrc);
+            rc = sds_agree(comm, rank == owner ? lrcs[i] : SDS_OK);
             if (rc != SDS_OK) {
                 free(mask);
                 break;
             }
-            if (mine) MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, i % Gs, si.scomm);
+            if (mine) MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, own_at[i], si.scomm);
             MPI_Bcast(&rp->st, (int)sizeof rp->st, MPI_BYTE, owner, comm);
             rc = sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, 0, rank == owner ? r.rows : 0,
                                     rank == owner ? r.w : NULL, mask, &rp->st);
@@ -893,6 +947,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                 fflush(stdout);
             }
         }
+        for (int32_t i = 0; i < MAX_LIN; i++) free(masks[i]);
         layer_stats_free(&ls);
 
         // 3. the pruned layer's outputs are the next layer's inputs (after a stage's last

@@ -1,6 +1,7 @@
 #include "sds_error.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int g_code = SDS_OK;
@@ -61,4 +62,17 @@ void *sds_calloc(size_t n, size_t size, const char *what) {
     if (!p)
         sds_error_set(SDS_ERR_IO, "out of memory allocating %zu x %zu bytes for %s", n, size, what);
     return p;
+}
+
+int sds_test_fail(const char *what, int rank) {
+    const char *e = getenv("SDS_TEST_FAIL");
+    if (!e) return 0;
+    const size_t n = strlen(what);
+    for (const char *p = e; *p;) {
+        if (!strncmp(p, what, n) && p[n] == ':' && atoi(p + n + 1) == rank) return 1;
+        p = strchr(p, ',');
+        if (!p) break;
+        p++;
+    }
+    return 0;
 }

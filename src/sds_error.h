@@ -43,3 +43,8 @@ const char *sds_code_name(int code);
 // after recording an SDS_ERR_INTERNAL-free message ("out of memory allocating N bytes for what").
 void *sds_malloc(size_t bytes, const char *what);
 void *sds_calloc(size_t n, size_t size, const char *what);
+
+// Test hook (error injection): true when the environment variable SDS_TEST_FAIL lists
+// "what:rank" for this `what` and `rank` (comma separated, e.g. "cholesky:3,write:1"). Used by
+// the tests to make one rank of several fail in a given place; unset in normal runs.
+int sds_test_fail(const char *what, int rank);

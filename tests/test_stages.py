@@ -11,7 +11,9 @@ Against the 1-rank run of the same command:
 Determinism: the same staged command twice gives identical weights, masks and statistics.
 Errors: --stages above the rank or layer count and --resume with stages (exit 2); a tensor
 missing from the layers only the last stage loads (exit 3, on every rank, one message naming the
-tensor and the failing rank).
+tensor and the failing rank); failures injected on one rank of four: a Cholesky factorisation
+failing after the last damping retry (exit 4, naming the sublayer and rank) and a failing write
+of the output (exit 5); no output left behind.
 """
 import glob
 import json
@@ -166,6 +168,24 @@ def main():
         report(codes == [3] * 4 and len(msgs) == 1 and gone in msgs[0] and "rank 2 of 4" in msgs[0]
                and not os.path.exists(out),
                "a tensor missing from the last stage's layers: exit %s, one message %s" % (codes, msgs[:1]))
+        # failures injected on one rank of four (SDS_TEST_FAIL, src/sds_error.h): a Cholesky
+        # factorisation that fails after the last damping retry, a failing write
+        for inject, code, needle in [("cholesky:3", 4, "model.decoder.layers.1."),
+                                     ("write:1", 5, "writing rows")]:
+            out = os.path.join(tmp, "inject.h5")
+            args = ["prune", "--model", model, "--calib", fx.WIKI, "--method", "sparsegpt",
+                    "--sparsity", "2:4", "--nsamples", "7", "--seqlen", "64", "--out", out,
+                    "--stages", "2"]
+            rc, so, se, codes = sds_run.run(4, args, env={"SDS_TEST_FAIL": inject})
+            r = inject.split(":")[1]
+            # (the output's own agreement relays a write failure: "... (on rank R)")
+            msgs = [ln for ln in se.splitlines() if "sds-mpi: error" in ln]
+            left = [f for f in os.listdir(tmp) if f.startswith("inject.h5")]
+            named = msgs and ("(rank %s of 4)" % r in msgs[0] or "(on rank %s)" % r in msgs[0])
+            report(codes == [code] * 4 and len(msgs) == 1 and named and needle in msgs[0]
+                   and not left,
+                   "%s injected, 4 ranks, 2 stages: exit %s, one message %s, nothing left %s" %
+                   (inject, codes, msgs[:1], left))
     print("FAILED %d" % failed if failed else "ALL OK")
     return 1 if failed else 0
 
