@@ -671,12 +671,20 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     stage_info si;
     memset(&si, 0, sizeof si);
     rc = sds_agree(comm, choose_stages(comm, &o, &m.cfg, &si.S));
-    if (rc == SDS_OK && si.S > 1 && (o.resume || o.every_layer))
-        rc = sds_agree(comm,
-                       sds_error_set(SDS_ERR_USAGE,
-                                     "%s: checkpoints are not written with --stages %d yet "
-                                     "(run with --stages 1)",
-                                     o.resume ? "--resume" : "--checkpoint-every-layer", si.S));
+    if (rc == SDS_OK && si.S > 1 && o.every_layer)
+        rc = sds_agree(comm, sds_error_set(SDS_ERR_USAGE,
+                                           "--checkpoint-every-layer: checkpoints are not written "
+                                           "with --stages %d yet (run with --stages 1)",
+                                           si.S));
+    if (rc == SDS_OK && si.S > 1 && o.resume) {
+        // (job scripts always pass --resume: a staged run starts from scratch, and a signal
+        // ends it without a checkpoint and without exit 75, so nothing requeues it)
+        if (rank == 0)
+            printf("--resume: checkpoints are not written with --stages %d yet; starting from "
+                   "scratch\n",
+                   si.S);
+        o.resume = 0;
+    }
     const int64_t L = m.cfg.n_layers;
     sds_model_free(&m);
     if (rc != SDS_OK) return rc;
