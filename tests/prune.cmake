@@ -25,3 +25,7 @@ set_tests_properties(sds_golden PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" TIMEOUT
 add_test(NAME sds_e2e COMMAND ${SDS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_sds.py)
 set_tests_properties(sds_e2e PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_REQUIRED hf
                      PROCESSORS 2 TIMEOUT 900)
+
+# Benchmark (not a test): the exact-sum statistics' cost next to the ssyrk they follow.
+add_executable(bench_xsum ${PROJECT_SOURCE_DIR}/bench/bench_xsum.c)
+target_link_libraries(bench_xsum PRIVATE sds_core)
