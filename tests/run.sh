@@ -22,7 +22,7 @@ if [ "$sanitize" = 1 ]; then
     scripts/setup.sh --tests
   # Slow unwinding gives leak reports whole stacks, so that what Open MPI, HDF5 and OpenBLAS
   # keep until exit is matched by tests/lsan.supp and only our leaks fail a test.
-  ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
+  SDS_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
     LSAN_OPTIONS="suppressions=$here/tests/lsan.supp:print_suppressions=0" \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j2 "$@"

@@ -51,6 +51,8 @@ CASES = [
     ("plan-opt", 2, "sds", 2, 16, 512),
 ]
 MEM_TOL = 0.15
+# tests/run.sh's sanitizer pass sets SDS_SANITIZED=1 (see check_case)
+SANITIZED = os.environ.get("SDS_SANITIZED") == "1"
 TIME_BAND = (0.33, 3.0)
 
 failures = 0
@@ -92,11 +94,21 @@ def check_case(tmp, ids, model, np_, method, stages, nsamples, seqlen, rows):
     pred, meas = plan["peak_mib"], run["peak_rss_mib_max"]
     base = plan["machine"]["baseline_mib"]
     rel = pred / meas - 1.0
+    tp, tm = plan["seconds"], run["seconds"]
+    ratio = tp / tm
+    if SANITIZED:
+        # AddressSanitizer's shadow memory, redzones and quarantine add memory and time that no
+        # model of the program predicts: here only the one-sided bounds hold (the run can only
+        # take more than predicted), the two-sided ones are the plain pass's
+        report(rel <= MEM_TOL, "%s (sanitizer build): measured peak %.1f MiB not below the "
+               "predicted %.1f MiB by more than %d%%" % (tag, meas, pred, 100 * MEM_TOL))
+        report(ratio <= TIME_BAND[1], "%s (sanitizer build): measured %.2f s not below the "
+               "predicted %.2f s / %.1f" % (tag, tm, tp, TIME_BAND[1]))
+        rows.append((model, np_, method, stages, nsamples, seqlen, pred, meas, rel, tp, tm, ratio))
+        return
     report(abs(rel) <= MEM_TOL, "%s: predicted peak %.1f MiB, measured %.1f MiB (%+.1f%%, "
            "tolerance %d%%)" % (tag, pred, meas, 100 * rel, 100 * MEM_TOL))
     report(base < 0.5 * pred, "%s: baseline %.1f MiB < half the prediction" % (tag, base))
-    tp, tm = plan["seconds"], run["seconds"]
-    ratio = tp / tm
     report(TIME_BAND[0] <= ratio <= TIME_BAND[1], "%s: predicted %.2f s, measured %.2f s, ratio "
            "%.2f (band %.2f-%.1f)" % (tag, tp, tm, ratio, TIME_BAND[0], TIME_BAND[1]))
     rows.append((model, np_, method, stages, nsamples, seqlen, pred, meas, rel, tp, tm, ratio))
