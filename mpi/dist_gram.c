@@ -1,0 +1,348 @@
+#include "dist_gram.h"
+
+#include "agree.h"
+#include "hessian.h"
+#include "sds_error.h"
+#include "xsum_mpi.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- 1-D block-cyclic index arithmetic (blocks of nb over P processes, source 0) -----------
+// (the same formulas as mpi/dist_sparsegpt.c, whose helpers are private to it)
+
+// Indices below e owned by process p.
+static int64_t bc_count(int64_t e, int64_t nb, int P, int p) {
+    const int64_t blocks = (e + nb - 1) / nb;
+    if (p >= blocks) return 0;
+    const int64_t mine = (blocks - 1 - p) / P + 1; // blocks p, p + P, ... below `blocks`
+    int64_t count = mine * nb;
+    if ((blocks - 1) % P == p) count -= blocks * nb - e; // the last block is short
+    return count;
+}
+
+static int64_t bc_local(int64_t i, int64_t nb, int P) {
+    return (i / (nb * P)) * nb + i % nb;
+}
+
+// Local rows whose global row is below e: a prefix of the local rows, since global rows grow
+// with local ones.
+static int64_t rows_below(const sds_dist_grid *g, int64_t e) {
+    return bc_count(e, g->nb, g->nprow, g->myrow);
+}
+
+// The columns of X (T x n, row-major) that process p of P owns, gathered block by block into
+// panels: local block b (width w) is the column-major (w x T) panel at dst + b * nb * T, so that
+// every block's operand has the same layout (leading dimension w) whatever the grid.
+static void gather_panels(const float *X, int64_t T, int64_t n, int64_t nb, int P, int p,
+                          int64_t cnt, float *dst) {
+    for (int64_t l = 0; l < cnt; l += nb) {
+        const int64_t j0 = ((l / nb) * P + p) * nb;
+        const int64_t w = cnt - l < nb ? cnt - l : nb;
+        float *panel = dst + l * T;
+        for (int64_t t = 0; t < T; t++)
+            memcpy(panel + t * w, X + t * n + j0, (size_t)w * sizeof(float));
+    }
+}
+
+// Width of local block starting at local index l of cnt.
+static int64_t block_width(int64_t l, int64_t cnt, int64_t nb) {
+    return cnt - l < nb ? cnt - l : nb;
+}
+
+// tile (wi x wj, column-major, leading dimension nb) = panel_i^T panel_j over K: the global
+// block (I, J) of the Gram. One call per global block, its shape and operands' layouts fixed by
+// (I, J) alone: OpenBLAS's result for an entry depends on the call's shape (edge kernels, small
+// matrix kernels, where the K loop is split), so a call per column block spanning the local
+// rows would give other bits on other grids. Per block, every grid makes the same calls.
+static void tile_gram(const float *pi, int64_t wi, const float *pj, int64_t wj, int64_t K,
+                      float *tile, int64_t nb) {
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)wi, (int)wj, (int)K, 1.0f, pi,
+                (int)wi, pj, (int)wj, 0.0f, tile, (int)nb);
+}
+
+// ---- the Hessian on the grid -----------------------------------------------------------------
+
+int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T) {
+    return 16 * (int64_t)g->lld * g->nloc + 4 * T * (g->mloc + g->nloc) +
+           4 * (int64_t)g->nb * g->nb + 4 * (int64_t)g->lld;
+}
+
+static void *held(sds_dist_gram *d, int64_t bytes, const char *what) {
+    void *p = sds_calloc((size_t)bytes, 1, what);
+    if (p) {
+        d->bytes += bytes;
+        if (d->bytes > d->peak_bytes) d->peak_bytes = d->bytes;
+    }
+    return p;
+}
+
+static void release(sds_dist_gram *d, void *p, int64_t bytes) {
+    if (!p) return;
+    free(p);
+    d->bytes -= bytes;
+}
+
+int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
+    memset(d, 0, sizeof *d);
+    d->g = g;
+    if (T < 0 || T > INT_MAX)
+        return sds_error_set(SDS_ERR_INPUT, "Hessian on the grid: %lld tokens is out of range",
+                             (long long)T);
+    d->T = T;
+    d->acc = held(d, 16 * (int64_t)g->lld * g->nloc, "the Hessian's exact sums on the grid");
+    d->tile = d->acc ? held(d, 4 * (int64_t)g->nb * g->nb, "one block of X^T X") : NULL;
+    d->xr = d->tile ? held(d, 4 * T * g->mloc, "the activations of this rank's rows") : NULL;
+    d->xc = d->xr ? held(d, 4 * T * g->nloc, "the activations of this rank's columns") : NULL;
+    if (!d->xc) {
+        sds_dist_gram_free(d);
+        return SDS_ERR_IO;
+    }
+    return SDS_OK;
+}
+
+int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
+    const sds_dist_grid *g = d->g;
+    SDS_ASSERT(d->acc);
+    if (T < 0 || T > d->T)
+        return sds_error_set(SDS_ERR_INPUT,
+                             "Hessian on the grid: a sequence of %lld tokens, at most %lld "
+                             "were provided for",
+                             (long long)T, (long long)d->T);
+    if (T > 0 && g->mloc > 0 && g->nloc > 0) {
+        const int64_t nb = g->nb, lld = g->lld;
+        gather_panels(X, T, g->n, nb, g->nprow, g->myrow, g->mloc, d->xr);
+        gather_panels(X, T, g->n, nb, g->npcol, g->mycol, g->nloc, d->xc);
+        int bad = 0;
+        for (int64_t jl0 = 0; jl0 < g->nloc; jl0 += nb) {
+            const int64_t wj = block_width(jl0, g->nloc, nb);
+            const int64_t j0 = sds_dist_grid_col_global(g, jl0);
+            for (int64_t il0 = 0; il0 < g->mloc; il0 += nb) {
+                const int64_t i0 = sds_dist_grid_row_global(g, il0);
+                if (i0 > j0) break; // the rest of the local row blocks are below the diagonal
+                const int64_t wi = block_width(il0, g->mloc, nb);
+                tile_gram(d->xr + il0 * T, wi, d->xc + jl0 * T, wj, T, d->tile, nb);
+                for (int64_t c = 0; c < wj; c++) {
+                    // in the diagonal block only rows i0 + r <= j0 + c
+                    const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
+                    bad |= sds_xsum_add_f32(d->acc + (jl0 + c) * lld + il0, d->tile + c * nb,
+                                            (size_t)r, SDS_HESSIAN_XSUM_LIMIT);
+                }
+            }
+        }
+        if (bad)
+            return sds_error_set(SDS_ERR_NUMERIC,
+                                 "Hessian: an entry of one sequence's X^T X is not finite or "
+                                 "%.3g or more: the calibration activations are too large "
+                                 "for exact sums",
+                                 SDS_HESSIAN_XSUM_LIMIT);
+    }
+    d->nseq++;
+    return SDS_OK;
+}
+
+// Column jl of the result (lld floats): sds_hessian_finish's arithmetic, the sum rounded to
+// float, then one float product; 0 below the diagonal and in the padding.
+static void finish_column(const sds_dist_gram *d, int64_t jl, float scale, float *col) {
+    const sds_dist_grid *g = d->g;
+    const int64_t p = rows_below(g, sds_dist_grid_col_global(g, jl) + 1);
+    sds_xsum_to_f32(d->acc + jl * g->lld, col, (size_t)p);
+    for (int64_t il = 0; il < p; il++) col[il] *= scale;
+    for (int64_t il = p; il < g->lld; il++) col[il] = 0.0f;
+}
+
+static float finish_scale(const sds_dist_gram *d) {
+    return (float)(2.0 / (double)d->nseq);
+}
+
+static void release_buffers(sds_dist_gram *d) {
+    const sds_dist_grid *g = d->g;
+    release(d, d->xr, 4 * d->T * g->mloc);
+    release(d, d->xc, 4 * d->T * g->nloc);
+    release(d, d->tile, 4 * (int64_t)g->nb * g->nb);
+    d->xr = d->xc = d->tile = NULL;
+}
+
+int sds_dist_gram_finish(sds_dist_gram *d, float *A) {
+    SDS_ASSERT(d->acc && A);
+    if (d->nseq < 1)
+        return sds_error_set(SDS_ERR_INPUT, "Hessian: no calibration sequences were added");
+    const float scale = finish_scale(d);
+    for (int64_t jl = 0; jl < d->g->nloc; jl++) finish_column(d, jl, scale, A + jl * d->g->lld);
+    release_buffers(d);
+    release(d, d->acc, 16 * (int64_t)d->g->lld * d->g->nloc);
+    d->acc = NULL;
+    return SDS_OK;
+}
+
+int sds_dist_gram_finish_in_place(sds_dist_gram *d, float **A) {
+    const sds_dist_grid *g = d->g;
+    SDS_ASSERT(d->acc);
+    *A = NULL;
+    if (d->nseq < 1)
+        return sds_error_set(SDS_ERR_INPUT, "Hessian: no calibration sequences were added");
+    const int64_t lld = g->lld, nloc = g->nloc;
+    release_buffers(d);
+    float *col = held(d, 4 * lld, "the Hessian's conversion");
+    if (!col) return SDS_ERR_IO;
+    const float scale = finish_scale(d);
+    // Float column jl goes to bytes [4 jl lld, 4 (jl + 1) lld) of the sums' memory, which hold
+    // only columns already converted (jl >= 1) or column 0 itself, read into col first. memcpy,
+    // not float stores, so that no compiler may move a store above a 128-bit load.
+    unsigned char *base = (unsigned char *)d->acc;
+    for (int64_t jl = 0; jl < nloc; jl++) {
+        finish_column(d, jl, scale, col);
+        memcpy(base + 4 * jl * lld, col, (size_t)lld * sizeof(float));
+    }
+    release(d, col, 4 * lld);
+    // shrink to the floats; a failed shrink keeps the larger block, which is as good
+    void *shrunk = nloc > 0 ? realloc(d->acc, (size_t)(4 * lld * nloc)) : NULL;
+    *A = shrunk ? shrunk : (void *)d->acc;
+    d->acc = NULL;
+    d->bytes -= 16 * lld * nloc; // the piece is the caller's now
+    return SDS_OK;
+}
+
+void sds_dist_gram_free(sds_dist_gram *d) {
+    free(d->acc);
+    free(d->tile);
+    free(d->xr);
+    free(d->xc);
+    const sds_dist_grid *g = d->g;
+    const int64_t peak = d->peak_bytes;
+    memset(d, 0, sizeof *d);
+    d->g = g;
+    d->peak_bytes = peak; // still worth reading after the object is released
+}
+
+// ---- the diagonal --------------------------------------------------------------------------
+
+void sds_dist_grid_diag(const sds_dist_grid *g, const float *A, float *diag) {
+    memset(diag, 0, (size_t)g->n * sizeof(float));
+    for (int64_t jl = 0; jl < g->nloc; jl++) {
+        const int64_t j = sds_dist_grid_col_global(g, jl);
+        if ((j / g->nb) % g->nprow == g->myrow)
+            diag[j] = A[jl * g->lld + bc_local(j, g->nb, g->nprow)];
+    }
+    // one owner per entry, zero bits elsewhere: OR keeps every bit (-0.0 and NaN payloads too)
+    MPI_Allreduce(MPI_IN_PLACE, diag, (int)g->n, MPI_UINT32_T, MPI_BOR, g->comm);
+}
+
+void sds_dist_grid_set_diag(const sds_dist_grid *g, float *A, const float *diag) {
+    for (int64_t jl = 0; jl < g->nloc; jl++) {
+        const int64_t j = sds_dist_grid_col_global(g, jl);
+        if ((j / g->nb) % g->nprow == g->myrow)
+            A[jl * g->lld + bc_local(j, g->nb, g->nprow)] = diag[j];
+    }
+}
+
+// ---- the quadratic trace -------------------------------------------------------------------
+
+int sds_dist_quad_trace(const sds_dist_grid *g, const float *A, const float *diag, const float *D,
+                        int64_t rows, double *out) {
+    *out = 0.0;
+    if (rows < 0 || rows > INT_MAX)
+        return sds_error_set(SDS_ERR_INPUT, "quadratic trace: %lld rows is out of range",
+                             (long long)rows);
+    if (rows == 0) return SDS_OK; // rows is the same on every rank: no collective is skipped
+    const int64_t n = g->n, nb = g->nb, mloc = g->mloc, nloc = g->nloc, lld = g->lld;
+    float *dr = sds_malloc((size_t)(rows * mloc) * sizeof(float), "the quadratic trace");
+    float *dc = sds_malloc((size_t)(rows * nloc) * sizeof(float), "the quadratic trace");
+    float *tile = sds_malloc((size_t)(nb * nb) * sizeof(float), "the quadratic trace");
+    int rc = dr && dc && tile ? SDS_OK : SDS_ERR_IO;
+
+    // Global bounds for the scale: max |H| over the upper triangle, max over columns of |D_j|^2
+    // (>= every |(D^T D)_ij| but for rounding). Each figure is computed by the same loop
+    // whichever rank computes it, and maxima are exact, so the scale is the same at any grid.
+    double bounds[2] = {0.0, 0.0}; // max of 2 |H_ij| (i < j) and |diag_j|; max |D_j|^2
+    if (rc == SDS_OK) {
+        int bad = 0;
+        gather_panels(D, rows, n, nb, g->nprow, g->myrow, mloc, dr);
+        gather_panels(D, rows, n, nb, g->npcol, g->mycol, nloc, dc);
+        for (int64_t jl = 0; jl < nloc; jl++) {
+            const int64_t jl0 = jl - jl % nb, w = block_width(jl0, nloc, nb);
+            const float *x = dc + jl0 * rows + (jl - jl0);
+            double s = 0.0;
+            for (int64_t r = 0; r < rows; r++) s += (double)x[r * w] * (double)x[r * w];
+            bad |= !isfinite(s);
+            if (s > bounds[1]) bounds[1] = s;
+            const int64_t p = rows_below(g, sds_dist_grid_col_global(g, jl)); // strict upper
+            for (int64_t il = 0; il < p; il++) {
+                const double a = 2.0 * fabs((double)A[jl * lld + il]);
+                bad |= !isfinite(a);
+                if (a > bounds[0]) bounds[0] = a;
+            }
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const double a = fabs((double)diag[j]);
+            bad |= !isfinite(a);
+            if (a > bounds[0]) bounds[0] = a;
+        }
+        if (bad)
+            rc = sds_error_set(SDS_ERR_NUMERIC, "quadratic trace: an entry of H, of its diagonal "
+                                                "or of D is not finite");
+    }
+    rc = sds_agree_quiet(g->comm, rc, NULL);
+    if (rc != SDS_OK) {
+        free(dr);
+        free(dc);
+        free(tile);
+        return rc;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, bounds, 2, MPI_DOUBLE, MPI_MAX, g->comm);
+
+    // Every term |H_ij (D^T D)_ij| (x2 off the diagonal) < B = bounds[0] * 2 bounds[1] (the 2
+    // for the rounding of the fp32 dot products). Scaled by 2^k so that B 2^k < limit / 2: the
+    // n (n + 1) / 2 terms then stay within the exact sums' range, on the finest grid that
+    // allows. Powers of two scale exactly.
+    const int64_t terms = n * (n + 1) / 2;
+    const double limit = sds_xsum_limit(terms);
+    int k = 0;
+    const double B = bounds[0] * 2.0 * bounds[1];
+    if (B > 0.0) {
+        int e;
+        frexp(B, &e); // B < 2^e
+        k = ilogb(limit) - 1 - e;
+    }
+    sds_xsum_t acc = 0;
+    int bad = 0;
+    for (int64_t jl0 = 0; jl0 < nloc; jl0 += nb) {
+        const int64_t wj = block_width(jl0, nloc, nb);
+        const int64_t j0 = sds_dist_grid_col_global(g, jl0);
+        for (int64_t il0 = 0; il0 < mloc; il0 += nb) {
+            const int64_t i0 = sds_dist_grid_row_global(g, il0);
+            if (i0 > j0) break;
+            const int64_t wi = block_width(il0, mloc, nb);
+            tile_gram(dr + il0 * rows, wi, dc + jl0 * rows, wj, rows, tile, nb);
+            for (int64_t c = 0; c < wj; c++) {
+                const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
+                const float *gc = tile + c * nb, *ac = A + (jl0 + c) * lld + il0;
+                for (int64_t i = 0; i < r; i++) {
+                    // float x float is exact in double, and so are 2x and the scaling
+                    double v = i0 + i == j0 + c ? (double)diag[j0 + c] * (double)gc[i]
+                                                : 2.0 * (double)ac[i] * (double)gc[i];
+                    v = ldexp(v, k);
+                    bad |= sds_xsum_add_f64(&acc, &v, 1, limit);
+                }
+            }
+        }
+    }
+    if (bad)
+        rc = sds_error_set(SDS_ERR_NUMERIC,
+                           "quadratic trace: a term reached the exact sums' limit %.3g "
+                           "(scaled by 2^%d)",
+                           limit, k);
+    free(dr);
+    free(dc);
+    free(tile);
+    rc = sds_agree_quiet(g->comm, rc, NULL);
+    if (rc != SDS_OK) return rc;
+    sds_xsum_allreduce(g->comm, &acc, 1);
+    double sum;
+    sds_xsum_to_f64(&acc, &sum, 1);
+    *out = ldexp(sum, -k);
+    return SDS_OK;
+}

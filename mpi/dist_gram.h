@@ -1,0 +1,123 @@
+// The Hessian H = (2 / nseq) * sum_s X_s^T X_s accumulated directly onto the block-cyclic grid
+// of mpi/dist_sparsegpt.h, so that no rank of a pipeline stage ever holds the whole (n, n) matrix.
+// The caller broadcasts every sequence's X_s (T tokens x n columns, row-major) to the G ranks of
+// the grid; each rank computes and sums only its own block-cyclic piece of X_s^T X_s.
+//
+// Bit for bit the same at any grid shape (1x1, 1x2, 2x2, 1x3, ...): each global nb x nb block
+// (I, J), I <= J, of one sequence's X^T X is one cblas_sgemm call whose shape and operand layout
+// depend on (I, J) only, so every grid makes the same calls on the same data; the entries then
+// go into exact sums (src/xsum.h), whose result does not depend on the order of the additions.
+// (One call per block, not per column block: OpenBLAS's value for an entry depends on the call's
+// shape (edge kernels, small-matrix kernels, where the token loop is split), which would differ
+// between grids.) The invariance assumes the same BLAS library, kernel (OPENBLAS_CORETYPE) and
+// BLAS thread count on every rank and in every run compared.
+//
+// Against the serial sds_hessian: the conversion at finish is sds_hessian_finish's float
+// arithmetic, but the serial per-sequence entries come from one ssyrk over all columns, which
+// OpenBLAS rounds alike only when its ssyrk and the block's sgemm use the same kernel and split
+// the token loop at the same places. Measured with OpenBLAS 0.3.21 (nb = 64; n = 256, 768,
+// 1000; T = 64 to 4096): bit for bit with the SkylakeX and Cooperlake kernels, except blocks
+// small enough for sgemm's small-matrix path (wi * wj * T below ~1e6, e.g. a short last block)
+// once T exceeds the kernel's token block (n = 1000, T = 512: 734 of 500500 entries differ);
+// with the Prescott kernels (what 0.3.21 picks on the development machine) except for some T
+// between one and two token blocks (T = 200, 321, 600 seen); never with the Haswell and Zen
+// kernels (the last bits of 1/6 to 2/3 of the entries). Smaller nb (16 to 32) takes the
+// small-matrix path more often. The differences measured are below 1e-6 of sqrt(H_ii H_jj)
+// (tests/test_dist_gram.c prints them).
+//
+// Cost: one sgemm per block instead of one ssyrk: on one rank (1x1 grid), n = T = 2048, 1.15x
+// (Prescott kernels) to 1.7x (SkylakeX kernels) the serial ssyrk + exact sums' time, shared by
+// the G ranks.
+//
+// Only the upper triangle (global row <= global column) is accumulated and written; that is
+// all sds_dist_sparsegpt_grid reads.
+//
+// Memory per rank (bytes held at once; d->bytes / d->peak_bytes count it, sds_dist_gram_bound
+// computes it), with mloc x nloc this rank's piece (lld = max(1, mloc)) and T the most tokens
+// of one sequence:
+//     16 * lld * nloc          the exact sums (sds_dist_gram_finish_in_place converts them to
+//                              the fp32 piece, 4 * lld * nloc, in their own memory)
+//   +  4 * T * (mloc + nloc)   X's columns of this rank's rows and of its columns
+//   +  4 * nb * nb             one block of one sequence's X^T X
+//   +  4 * lld                 one column during the in-place conversion
+// So about 16 n^2 / G + 4 T n (1 / nprow + 1 / npcol) bytes: the full matrix's 16 n^2 bytes of
+// sums split G ways, plus the two gathers of X. No rank allocates anything of size n x n.
+#pragma once
+#include "dist_sparsegpt.h"
+#include "xsum.h"
+
+#include <stdint.h>
+
+typedef struct {
+    const sds_dist_grid *g; // the grid (not owned; must outlive this object)
+    int64_t T;              // the most tokens one sequence may have
+    sds_xsum_t *acc;        // (lld x nloc, column-major) exact sums of the upper-triangle entries
+    float *tile;            // (nb x nb) one block of one sequence's X^T X
+    float *xr, *xc;         // X's columns of this rank's rows / columns, gathered: local block b
+                            // (width w) is the column-major (w x T) panel at b * nb * T
+    int64_t nseq;           // sequences added
+    int64_t bytes;          // bytes this object holds now (for the caller's memory accounting)
+    int64_t peak_bytes;     // most bytes held at once (kept by sds_dist_gram_free)
+} sds_dist_gram;
+
+// (local) The memory bound above, in bytes, for this rank of grid g and sequences of up to T
+// tokens.
+int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T);
+
+// (local) Allocates zeroed sums and the buffers for sequences of up to T tokens (T >= 0). g must
+// outlive d. Errors: SDS_ERR_INPUT for T out of range; SDS_ERR_IO when out of memory (the
+// message names the buffer). On failure d holds nothing (sds_dist_gram_free is still safe).
+int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T);
+
+// (local) Adds this rank's piece of X^T X for one sequence: X (T x g->n, row-major, the same on
+// every rank of the grid), T <= d->T; T = 0 counts a sequence and adds nothing, as
+// sds_hessian_add does. Only the blocks at or above the block diagonal are computed (for local
+// column block J the local row blocks needed are a prefix of the local rows), one cblas_sgemm
+// per block; in the diagonal blocks only entries with global row <= global column go into the
+// sums. Errors: SDS_ERR_INPUT for T out of range; SDS_ERR_NUMERIC (message as
+// sds_hessian_add's, naming SDS_HESSIAN_XSUM_LIMIT) when an entry of this rank's piece is not
+// finite or reaches the limit; the sums are then unspecified. A failure is this rank's alone:
+// the caller agrees on it before its next collective.
+int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T);
+
+// (local) H's piece from the sums: entries with global row <= global column receive
+// float(sum) * (float)(2.0 / nseq), sds_hessian_finish's arithmetic; the others (and the padding
+// rows of lld) 0. A (lld x nloc floats, column-major, the caller's) receives it. Frees the sums
+// and buffers (d->bytes 0). Errors: SDS_ERR_INPUT when no sequence was added (d unchanged).
+int sds_dist_gram_finish(sds_dist_gram *d, float *A);
+
+// (local) The same without the caller's buffer, so that the peak stays at the sums' 16 bytes
+// per entry instead of 20: the piece is converted in place in the sums' memory and *A receives
+// it (lld x nloc floats, the caller's to free(); d->bytes 0 afterwards, the caller accounts
+// 4 * lld * nloc bytes for it). Errors (*A NULL; d still to be freed): SDS_ERR_INPUT when no
+// sequence was added; SDS_ERR_IO when out of memory for one column (4 * lld bytes).
+int sds_dist_gram_finish_in_place(sds_dist_gram *d, float **A);
+
+// (local) Frees what d holds; safe on a zeroed, failed or finished object.
+void sds_dist_gram_free(sds_dist_gram *d);
+
+// (collective over g->comm) The whole diagonal of the distributed matrix A (g's layout) into
+// diag (g->n floats) on every rank. Each entry has one owner, the others contribute zero bits
+// (bitwise OR), so the values are A's bits exactly.
+void sds_dist_grid_diag(const sds_dist_grid *g, const float *A, float *diag);
+
+// (local) Writes diag (g->n floats) into the diagonal entries of A that this rank owns.
+void sds_dist_grid_set_diag(const sds_dist_grid *g, float *A, const float *diag);
+
+// (collective over g->comm) out = sum over i, j of H_ij * (D^T D)_ij for the symmetric H whose
+// strict upper triangle is in A (global row < global column; A's lower triangle and diagonal are
+// not read, the caller may have overwritten them) and whose diagonal is diag (g->n floats, the
+// same on every rank). D (rows x g->n, row-major) is the same on every rank. Each rank computes
+// D^T D on its upper blocks with cblas_sgemm (as sds_dist_gram_add does), multiplies entry-wise
+// in double (a float product is exact in double), the diagonal once and the strict upper
+// triangle twice, scales by a power of two chosen from global bounds (max |H|, the largest
+// column norm of D), adds into one exact sum, and the sums are reduced exactly over the ranks:
+// the result is the same bits at any grid shape (as for sds_dist_gram_add: one sgemm per block).
+// The exact sums' grid costs at most n^4 2^-125 max|H| max_j |D_j|^2 in absolute error.
+// Errors (the same code and message on every rank):
+// SDS_ERR_NUMERIC when an entry of H's strict upper triangle, of diag or of D is not finite (or
+// a term still reaches the exact sums' limit); SDS_ERR_IO when out of memory on some rank (extra
+// memory: 4 * rows * (mloc + nloc) + 4 * nb * nb bytes). rows 0 gives 0 (rows must be the same
+// on every rank).
+int sds_dist_quad_trace(const sds_dist_grid *g, const float *A, const float *diag, const float *D,
+                        int64_t rows, double *out);
