@@ -2,6 +2,7 @@
 
 #include "agree.h"
 
+#include "dist_tiles.h"
 #include "sds_error.h"
 
 #include <limits.h>
@@ -100,6 +101,10 @@ int64_t sds_dist_grid_col_global(const sds_dist_grid *g, int64_t jl) {
 
 // ---- the grid ----------------------------------------------------------------------------
 
+// Grids alive per BLACS system handle (Csys2blacs_handle returns one handle per communicator).
+enum { SDS_DIST_MAX_HANDLES = 256 };
+static int handle_refs[SDS_DIST_MAX_HANDLES];
+
 int sds_dist_grid_init(sds_dist_grid *g, MPI_Comm comm, int64_t n, int nb) {
     memset(g, 0, sizeof *g);
     g->handle = -1;
@@ -127,6 +132,7 @@ int sds_dist_grid_init(sds_dist_grid *g, MPI_Comm comm, int64_t n, int nb) {
         return rc;
     }
     g->handle = Csys2blacs_handle(comm);
+    if (g->handle >= 0 && g->handle < SDS_DIST_MAX_HANDLES) handle_refs[g->handle]++;
     g->ctxt = g->handle;
     Cblacs_gridinit(&g->ctxt, "Row", g->nprow, g->npcol);
     int pr = 0, pc = 0;
@@ -147,7 +153,9 @@ int sds_dist_grid_init(sds_dist_grid *g, MPI_Comm comm, int64_t n, int nb) {
 
 void sds_dist_grid_free(sds_dist_grid *g) {
     if (g->ctxt >= 0) Cblacs_gridexit(g->ctxt);
-    if (g->handle >= 0) Cfree_blacs_system_handle(g->handle);
+    // (BLACS gives every grid of one communicator the same system handle: freed with the last)
+    if (g->handle >= 0 && (g->handle >= SDS_DIST_MAX_HANDLES || --handle_refs[g->handle] == 0))
+        Cfree_blacs_system_handle(g->handle);
     free(g->prow);
     free(g->pcol);
     g->prow = g->pcol = NULL;
@@ -189,6 +197,8 @@ typedef struct {
     const float *H;    // (global) the caller's whole H, or NULL: restore from A's upper triangle
     const float *diag; // (n) diag(H) with dead inputs set to 1
     float *T;          // (local) one block column of the transpose, when H is NULL
+    int tiles;         // 1: mpi/dist_tiles.h's tile algorithms instead of ScaLAPACK's
+    int *fail_rank;    // the lowest MPI_COMM_WORLD rank whose part reported the last failure
 } factor_ctx;
 
 // Lower triangle of the global matrix from its strict upper one, one block column at a time:
@@ -257,19 +267,34 @@ static int agree_info(MPI_Comm comm, int info) {
     return out[1] > 0 ? -out[1] : out[0];
 }
 
+// (collective) info agreed over comm as agree_info; *who gets the lowest MPI_COMM_WORLD rank
+// whose own info was not 0 (named in the message: the rank whose part failed).
+static int agree_info_who(MPI_Comm comm, int info, int *who) {
+    int wrank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+    const int cand = info != 0 ? wrank : INT_MAX;
+    MPI_Allreduce(&cand, who, 1, MPI_INT, MPI_MIN, comm);
+    return agree_info(comm, info);
+}
+
 static int factor_once(const factor_ctx *f, float damp) {
     const sds_dist_grid *g = f->g;
     const int n = (int)g->n, ione = 1;
     fill_damped(f, damp);
-    int info = 0;
+    int info = 0, wrank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+    // test hook (src/sds_error.h): this rank's part of every attempt fails
+    info = agree_info_who(g->comm, sds_test_fail("cholesky", wrank) ? 1 : 0, f->fail_rank);
+    if (info != 0) return info;
+    if (f->tiles) return sds_dist_tiles_inv_chol(g, f->A, f->fail_rank);
     pspotrf_("L", &n, f->A, &ione, &ione, g->desc, &info, 1);
-    info = agree_info(g->comm, info);
+    info = agree_info_who(g->comm, info, f->fail_rank);
     if (info != 0) return info;
     pspotri_("L", &n, f->A, &ione, &ione, g->desc, &info, 1);
-    info = agree_info(g->comm, info);
+    info = agree_info_who(g->comm, info, f->fail_rank);
     if (info != 0) return info;
     pspotrf_("L", &n, f->A, &ione, &ione, g->desc, &info, 1);
-    return agree_info(g->comm, info);
+    return agree_info_who(g->comm, info, f->fail_rank);
 }
 
 // (collective) Steps 2-3 with the serial's retries; mean is mean(diag) in double.
@@ -282,14 +307,18 @@ static int factor(const factor_ctx *f, double mean, double percdamp, int32_t max
         rc = factor_once(f, (float)(pd * mean));
         if (rc <= 0) break; // 0: done; < 0: an argument error, a bug
     }
+    if (rc == SDS_DIST_TILES_NO_MEMORY) return SDS_ERR_IO; // (the message is recorded)
+    if (rc == SDS_DIST_TILES_TOO_LARGE) return SDS_ERR_INPUT;
     if (rc < 0)
-        return sds_error_set(SDS_ERR_INTERNAL, "SparseGPT on %s: ScaLAPACK rejected argument %d",
-                             f->name, -rc);
+        return sds_error_set(SDS_ERR_INTERNAL, "SparseGPT on %s: %s rejected argument %d", f->name,
+                             f->tiles ? "LAPACK" : "ScaLAPACK", -rc);
     if (rc > 0)
         return sds_error_set(SDS_ERR_NUMERIC,
                              "SparseGPT on %s: Cholesky factorisation of the damped Hessian "
-                             "(%lld columns) failed %d times, last with damping %g x mean(diag H)",
-                             f->name, (long long)f->g->n, (int)tries, pd / SDS_SPARSEGPT_DAMP_GROW);
+                             "(%lld columns) failed %d times, last with damping %g x mean(diag H) "
+                             "(on rank %d)",
+                             f->name, (long long)f->g->n, (int)tries, pd / SDS_SPARSEGPT_DAMP_GROW,
+                             *f->fail_rank);
     sg->percdamp = pd;
     sg->damp = pd * mean;
     sg->tries = tries + 1;
@@ -572,12 +601,32 @@ static int dist_run(const sds_dist_grid *g, const char *name, float *A, const fl
         }
         rc = agree_quiet(g->comm, lrc);
     }
+    // the tile algorithms' workspace (they allocate it themselves): counted, and refused over
+    // the limit like this module's own allocations
+    const int64_t tiles_bytes = o->tiles ? sds_dist_tiles_bytes(g) : 0;
+    int64_t tiles_held = 0;
+    if (rc == SDS_OK && tiles_bytes > 0) {
+        int lrc = SDS_OK;
+        if (mem->limit > 0 && mem->cur + tiles_bytes > mem->limit)
+            lrc = sds_error_set(SDS_ERR_IO,
+                                "out of memory allocating %lld bytes for the tile algorithms' "
+                                "panels (limit %lld bytes)",
+                                (long long)tiles_bytes, (long long)mem->limit);
+        rc = agree_quiet(g->comm, lrc);
+        if (rc == SDS_OK) {
+            mem->cur += tiles_bytes;
+            if (mem->cur > mem->peak) mem->peak = mem->cur;
+            tiles_held = tiles_bytes;
+        }
+    }
     if (rc == SDS_OK) { // steps 2-3
-        const factor_ctx f = {g, name, A, H, diag, T};
+        int fail_rank = -1;
+        const factor_ctx f = {g, name, A, H, diag, T, o->tiles, &fail_rank};
         rc = agree_quiet(g->comm, factor(&f, mean, o->percdamp, o->max_tries, &info->sg));
         info->sg.dead = ndead;
     }
     mem_put(mem, T, t_bytes);
+    mem->cur -= tiles_held;
     t1 = MPI_Wtime();
     if (rc == SDS_OK)
         rc = sweep_run(g, name, A, W_local, rows_local, rows_global, p, o, mask_local, rows_of,
@@ -596,8 +645,8 @@ static int dist_run(const sds_dist_grid *g, const char *name, float *A, const fl
 }
 
 sds_dist_sparsegpt_opts sds_dist_sparsegpt_defaults(void) {
-    sds_dist_sparsegpt_opts o = {SDS_SPARSEGPT_BLOCK, SDS_SPARSEGPT_PERCDAMP,
-                                 SDS_SPARSEGPT_MAX_TRIES, SDS_DIST_NB, 0};
+    sds_dist_sparsegpt_opts o = {
+        SDS_SPARSEGPT_BLOCK, SDS_SPARSEGPT_PERCDAMP, SDS_SPARSEGPT_MAX_TRIES, SDS_DIST_NB, 0, 0};
     return o;
 }
 
@@ -613,7 +662,10 @@ int sds_dist_sparsegpt_grid(const sds_dist_grid *g, const char *name, float *A_l
     int rc = dist_run(g, name, A_local, NULL, W_local, rows_local, rows_global, p, &o, mask_local,
                       &mem, info);
     info->peak_bytes = mem.peak;
-    info->bound_bytes = sds_dist_sparsegpt_bound(g, rows_global, p, o.blocksize, 0);
+    // (the tiles' panels come on top of the factorisation's part of the bound: over-counted
+    // against the sweep's, which is never held at the same time)
+    info->bound_bytes = sds_dist_sparsegpt_bound(g, rows_global, p, o.blocksize, 0) +
+                        (o.tiles ? sds_dist_tiles_bytes(g) : 0);
     return rc;
 }
 

@@ -8,9 +8,11 @@
 //   2. damping percdamp * mean(diag H); the damped H is distributed block-cyclically (nb x nb
 //      blocks on a nprow x npcol grid, nprow * npcol = G, as square as possible);
 //   3. pspotrf, pspotri, pspotrf, all with uplo 'L' on the column-major global matrix, the
-//      serial sequence exactly; a failed factorisation is agreed by every rank and retried from
-//      the original damped H with percdamp x SDS_SPARSEGPT_DAMP_GROW, numeric error after the
-//      last attempt. Afterwards the column-major lower triangle holds U^T (H^-1 = U^T U);
+//      serial sequence exactly; or (opts->tiles) the same sequence as tile algorithms
+//      (mpi/dist_tiles.h), whose results are the same bits at any grid shape; a failed
+//      factorisation is agreed by every rank and retried from the original damped H with percdamp x
+//      SDS_SPARSEGPT_DAMP_GROW, numeric error after the last attempt. Afterwards the column-major
+//      lower triangle holds U^T (H^-1 = U^T U);
 //   4. the sweep: each rank calls sds_sparsegpt_sweep on its rows; the panel U[i1:i2, i1:n] is
 //      assembled on every rank from the block-cyclic pieces (one MPI_Allgatherv per slab of
 //      nprow * nb rows of the global matrix), the unstructured threshold is the exact k-th
@@ -34,6 +36,7 @@
 //       factor = 4 * mT * nb          (sds_dist_sparsegpt_grid only: one block column of the
 //                                     transpose that fills the lower triangle from the upper
 //                                     one before each attempt)
+//              + sds_dist_tiles_bytes (opts->tiles: the tile algorithms' panels)
 //       sweep  = 4 * Bw * (n + pr * nb + nb)        when G > 1: the panel, one slab, the pack
 //              + 4 * rows_global * Bw               on rank 0 when G > 1 and the pattern is
 //                                                   unstructured: the gathered block scores
@@ -93,6 +96,8 @@ typedef struct {
     int32_t nb;        // ScaLAPACK block size for sds_dist_sparsegpt (0 = SDS_DIST_NB)
     int64_t mem_limit; // (local) refuse, as out of memory, allocations that would take this
                        // call past this many bytes held at once on this rank; 0 = no limit
+    int32_t tiles;     // 1: steps 3 by mpi/dist_tiles.h's tile algorithms (the same bits at any
+                       // grid shape) instead of ScaLAPACK's p?potrf/p?potri (0, the default)
 } sds_dist_sparsegpt_opts;
 
 // The defaults above (blocksize 128, percdamp 0.01, 6 tries, nb 64, no limit).

@@ -190,6 +190,9 @@ static int64_t numroc(int64_t n, int64_t nb, int p, int P) {
     return count;
 }
 
+// 1: the factorisation by the tile algorithms (opts.tiles, mpi/dist_tiles.h), not ScaLAPACK's
+static int g_tiles = 0;
+
 static int64_t bound_bytes(int64_t n, int nb, int64_t rows, sds_pattern p, int64_t B, int full_h) {
     int pr = 1;
     for (int d = 1; d * d <= g_size; d++)
@@ -204,7 +207,12 @@ static int64_t bound_bytes(int64_t n, int nb, int64_t rows, sds_pattern p, int64
         sweep = 4 * bw * (n + (int64_t)pr * nb + nb);
         if (g_rank == 0 && p.kind == SDS_PATTERN_UNSTRUCTURED) sweep += 4 * rows * bw;
     }
-    return bytes + (factor > sweep ? factor : sweep);
+    bytes += factor > sweep ? factor : sweep;
+    if (g_tiles) { // the tiles' panels, counted on top (mpi/dist_sparsegpt.c says why)
+        const int64_t tw = nb < n ? nb : n, nt = (n + nb - 1) / nb;
+        bytes += 4 * tw * n + 4 * tw * tw + 8 * nt + 16 * (int64_t)g_size;
+    }
+    return bytes;
 }
 
 // ---- one comparison ----------------------------------------------------------------------
@@ -229,6 +237,7 @@ static dist_result run_dist(const problem *pr, sds_pattern p, int nb, int entry,
     if (rl > 0) memcpy(W_local, pr->W + r0 * cols, (size_t)(rl * cols) * sizeof(float));
     sds_dist_sparsegpt_opts o = opts_in ? *opts_in : sds_dist_sparsegpt_defaults();
     o.nb = nb;
+    o.tiles = g_tiles;
     dist_result res;
     memset(&res, 0, sizeof res);
     sds_error_clear();
@@ -316,7 +325,9 @@ static void compare(const problem *pr, const char *pat, int nb, int entry, bool 
         snprintf(line, sizeof line,
                  "%s %s nb %d %s (grid %dx%d): masks differ at %lld, max |dW| / max |W| %.1e "
                  "(<= %.0e), recon %.6g vs %.6g (rel %.1e <= 1e-5), percdamp %g x%d dead %lld",
-                 pr->name, pat, nb, entry == ENTRY_FULL ? "whole-H" : "block-cyclic H",
+                 pr->name, pat, nb,
+                 entry == ENTRY_FULL ? (g_tiles ? "whole-H, tiles" : "whole-H")
+                                     : (g_tiles ? "block-cyclic H, tiles" : "block-cyclic H"),
                  d.info.nprow, d.info.npcol, (long long)mdiff, dmax / (wmax > 0 ? wmax : 1),
                  pr->wtol, ed, es, erel, d.info.sg.percdamp, (int)d.info.sg.tries,
                  (long long)d.info.sg.dead);
@@ -445,6 +456,10 @@ int main(int argc, char **argv) {
             compare(&rnd[r], pats[i], SDS_DIST_NB, ENTRY_FULL, false);
             // Small blocks spread even these small matrices over every grid place.
             compare(&rnd[r], pats[i], nbs[r] == SDS_DIST_NB ? 24 : nbs[r], ENTRY_GRID, i == 0);
+            // the tile algorithms, as prune runs them, to the same tolerances
+            g_tiles = 1;
+            compare(&rnd[r], pats[i], nbs[r] == SDS_DIST_NB ? 24 : nbs[r], ENTRY_GRID, false);
+            g_tiles = 0;
         }
         problem_free(&rnd[r]);
     }
