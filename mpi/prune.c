@@ -4,6 +4,8 @@
 #include "agree.h"
 #include "json_out.h"
 #include "calib.h"
+#include "dist_gram.h"
+#include "dist_sparsegpt.h"
 #include "eval.h"
 #include "export.h"
 #include "h5out.h"
@@ -259,7 +261,7 @@ static double extra_of(const sds_h5out_stats *st, const char *name) {
 static int write_summary(const sds_prune_opts *o, int nranks, int stages,
                          const sds_sublayer_report *rep, int64_t n_rep, double seconds,
                          double ppl_dense, double ppl_pruned, double peak_mib,
-                         const double timing[8]) {
+                         const double timing[8], const int64_t grid_bytes[2]) {
     json_t *root = json_object();
     json_object_set_new(root, "command", json_string("prune"));
     json_object_set_new(root, "options", options_json(o, nranks));
@@ -287,6 +289,11 @@ static int write_summary(const sds_prune_opts *o, int nranks, int stages,
     json_t *tj = json_object();
     for (int k = 0; k < 8; k++) json_object_set_new(tj, tnames[k], json_real(timing[k]));
     json_object_set_new(root, "timing_max_s", tj);
+    if (o->method == SDS_METHOD_SPARSEGPT) {
+        // the grid path's bytes on the largest rank (mpi/dist_gram.h, mpi/dist_sparsegpt.h)
+        json_object_set_new(root, "grid_piece_bytes_max", json_integer(grid_bytes[0]));
+        json_object_set_new(root, "grid_buffer_bytes_max", json_integer(grid_bytes[1]));
+    }
     if (o->eval) {
         json_object_set_new(root, "eval_text", json_string(o->eval));
         json_object_set_new(root, "perplexity_dense", json_real(ppl_dense));
@@ -377,6 +384,12 @@ typedef struct {
     sds_model_work w;
     MPI_Request *rreq; // stage > 0: 2 per local sequence (pruned, dense path), until received
     int two_paths, auto_mix, wanda_stat;
+    // SparseGPT on the stage's BLACS grids (grid_stats_compute, grid_prune_sublayer): one grid
+    // per input group (its cols), made once; the most bytes the distributed statistics and
+    // factorisation held at once on this rank (pieces that scale as 1/G, and the rest)
+    int grid;
+    sds_dist_grid grids[SDS_CAPTURE_GROUPS];
+    int64_t grid_piece_peak, grid_buffer_peak;
     // seconds this rank spent (reported, the largest over the ranks, for the scaling figures)
     double t_stats;   // statistics: the dense layer's forward and the Gram accumulation
     double t_reduce;  // all-reducing the statistics over the stage
@@ -529,6 +542,212 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
     return own;
 }
 
+// ---- SparseGPT on the stage's grid (SPEC 4: no rank holds a whole H or U) ----
+//
+// Every sequence's input to each group is broadcast over the stage, and each rank adds only
+// its block-cyclic piece of X^T X to exact sums (mpi/dist_gram.h): the pieces are the same bits
+// at any G. The factorisation (ScaLAPACK, in double) and the sweep on row shards are
+// mpi/dist_sparsegpt.h's; row shards start at multiples of GRID_ROW_ALIGN rows so that BLAS
+// groups rows alike at any G (a shard boundary inside a kernel's row group changed the last
+// bits of that row's weights, measured at 3 ranks).
+// Block size of the grids and tiles: 128 (SparseGPT's B = 128 makes a panel one block column;
+// tile BLAS calls of 128 run near sgemm's speed).
+enum { GRID_ROW_ALIGN = 32, GRID_NB = 128 };
+
+typedef struct {
+    sds_dist_gram dg[SDS_CAPTURE_GROUPS];
+    float *A[SDS_CAPTURE_GROUPS];    // (local) H's piece, upper triangle; then U^T below it
+    float *diag[SDS_CAPTURE_GROUPS]; // (cols) diag(H), every rank
+    float *cap[SDS_CAPTURE_GROUPS];  // (T, cols) this rank's sequence's input
+    float *rbuf[SDS_CAPTURE_GROUPS]; // (T, cols) another rank's, as broadcast
+    int64_t cols[SDS_CAPTURE_GROUPS];
+} grid_stats;
+
+static void grid_stats_free(grid_stats *gs) {
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
+        sds_dist_gram_free(&gs->dg[g]);
+        free(gs->A[g]);
+        free(gs->diag[g]);
+        free(gs->cap[g]);
+        free(gs->rbuf[g]);
+    }
+    memset(gs, 0, sizeof *gs);
+}
+
+static void grid_capture(void *ctx, int32_t group, const float *x, int64_t T, int64_t cols) {
+    grid_stats *gs = ctx;
+    SDS_ASSERT(group >= 0 && group < SDS_CAPTURE_GROUPS && gs->cols[group] == cols);
+    memcpy(gs->cap[group], x, (size_t)(T * cols) * sizeof(float));
+}
+
+// Rows [*row0, *row0 + *n) of `rows` for stage rank j of G.
+static void grid_rows(int64_t rows, int G, int j, int64_t *row0, int64_t *n) {
+    const int64_t a = rows * j / G / GRID_ROW_ALIGN * GRID_ROW_ALIGN;
+    const int64_t b = j + 1 == G ? rows : rows * (j + 1) / G / GRID_ROW_ALIGN * GRID_ROW_ALIGN;
+    *row0 = a;
+    *n = b - a;
+}
+
+// (stage collective) The grids, one per input group of the stage's layers.
+static int grid_init(run_ctx *c) {
+    int rc = SDS_OK;
+    for (int32_t i = 0; i < sds_model_n_linear(c->m) && rc == SDS_OK; i++) {
+        const sds_linear_ref r = sds_model_linear(c->m, c->si.llo, i);
+        if (c->grids[r.group].n != 0) continue;
+        rc = sds_dist_grid_init(&c->grids[r.group], c->si.scomm, r.cols, GRID_NB);
+    }
+    return rc;
+}
+
+static void grid_free(run_ctx *c) {
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
+        if (c->grids[g].n != 0) sds_dist_grid_free(&c->grids[g]);
+}
+
+// (stage collective) Step 1 on the grid for layer l: H's pieces and its diagonal per group.
+// Sequences go round by round: each rank runs the dense layer on its next sequence, then every
+// rank's captured inputs are broadcast in turn and every rank adds its piece of their Gram.
+static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
+    const int64_t T = c->T, N = c->o->nsamples;
+    const int G = c->si.ssize;
+    int own = SDS_OK, rc = SDS_OK;
+    memset(gs, 0, sizeof *gs);
+    int64_t buf_bytes = 0;
+    for (int32_t i = 0; i < sds_model_n_linear(c->m) && rc == SDS_OK; i++) {
+        const sds_linear_ref r = sds_model_linear(c->m, l, i);
+        const int32_t g = r.group;
+        if (gs->cols[g] != 0) continue;
+        gs->cols[g] = r.cols;
+        rc = sds_dist_gram_init(&gs->dg[g], &c->grids[g], T);
+        gs->cap[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "captured inputs");
+        gs->rbuf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "broadcast inputs");
+        buf_bytes += 8 * T * r.cols;
+        if (rc == SDS_OK && (!gs->cap[g] || !gs->rbuf[g])) rc = SDS_ERR_IO;
+    }
+    if (!stage_ok(c, rc, &own)) return own;
+    sds_capture cap = {grid_capture, gs};
+    const int receive = c->rreq && l == c->si.llo;
+    const int64_t rounds = (N + G - 1) / G;
+    MPI_Comm sc = c->si.scomm;
+    for (int64_t k = 0; k < rounds; k++) {
+        double t0 = sds_now();
+        if (k < c->n_local) {
+            if (receive) {
+                const double tw = sds_now();
+                MPI_Wait(&c->rreq[2 * k], MPI_STATUS_IGNORE);
+                c->t_handoff += sds_now() - tw;
+                t0 = sds_now();
+            }
+            memcpy(c->x, c->inps + k * T * c->C, (size_t)(T * c->C) * sizeof(float));
+            sds_model_work_set_capture(&c->w, &cap);
+            sds_model_layer_forward(c->m, l, c->x, T, &c->w);
+            sds_model_work_set_capture(&c->w, NULL);
+        }
+        c->t_stats += sds_now() - t0;
+        for (int j = 0; j < G; j++) {
+            const int64_t nj = N * (j + 1) / G - N * j / G;
+            if (k >= nj) continue;
+            for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
+                if (gs->cols[g] == 0) continue;
+                float *buf = j == c->si.srank ? gs->cap[g] : gs->rbuf[g];
+                const double tb = sds_now();
+                MPI_Bcast(buf, (int)(T * gs->cols[g]), MPI_FLOAT, j, sc);
+                const double ta = sds_now();
+                c->t_reduce += ta - tb;
+                // (after a failure the broadcasts go on, so that no rank waits in one)
+                if (rc == SDS_OK) rc = sds_dist_gram_add(&gs->dg[g], buf, T);
+                c->t_stats += sds_now() - ta;
+            }
+        }
+    }
+    int64_t piece = 0;
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) piece += gs->dg[g].peak_bytes;
+    if (piece > c->grid_piece_peak) c->grid_piece_peak = piece;
+    if (buf_bytes > c->grid_buffer_peak) c->grid_buffer_peak = buf_bytes;
+    if (!stage_ok(c, rc, &own)) return own;
+    const double t0 = sds_now();
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && rc == SDS_OK; g++) {
+        if (gs->cols[g] == 0) continue;
+        free(gs->cap[g]);
+        free(gs->rbuf[g]);
+        gs->cap[g] = gs->rbuf[g] = NULL;
+        const sds_dist_grid *gr = &c->grids[g];
+        gs->A[g] = sds_malloc((size_t)gr->lld * (size_t)gr->nloc * sizeof(float) + 1,
+                              "the Hessian's piece");
+        gs->diag[g] = sds_malloc((size_t)gs->cols[g] * sizeof(float), "the Hessian's diagonal");
+        rc = gs->A[g] && gs->diag[g] ? sds_dist_gram_finish(&gs->dg[g], gs->A[g]) : SDS_ERR_IO;
+    }
+    if (!stage_ok(c, rc, &own)) return own;
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
+        if (gs->cols[g] != 0) sds_dist_grid_diag(&c->grids[g], gs->A[g], gs->diag[g]);
+    c->t_stats += sds_now() - t0;
+    return own;
+}
+
+// (stage collective) SparseGPT on sublayer r (whole, as every stage rank holds it) on the grid of
+// its group: this rank prunes rows [row0, row0 + nrows) into mask_local; then every stage rank
+// gets the whole pruned weight (for the forward pass) and the same statistics in st.
+static int grid_prune_sublayer(run_ctx *c, grid_stats *gs, sds_linear_ref r, const char *name,
+                               int64_t row0, int64_t nrows, uint8_t *mask_local,
+                               sds_h5out_stats *st) {
+    const int32_t g = r.group;
+    const sds_dist_grid *gr = &c->grids[g];
+    const int G = c->si.ssize;
+    const size_t numel = (size_t)(r.rows * r.cols);
+    int own = SDS_OK;
+    float *dense = sds_malloc(numel * sizeof(float), "dense weights");
+    if (!stage_ok(c, dense ? SDS_OK : SDS_ERR_IO, &own)) {
+        free(dense);
+        return own;
+    }
+    memcpy(dense, r.w, numel * sizeof(float));
+    // (a group's earlier sublayer left U^T's diagonal in A: its lower triangle comes back from
+    // the upper one inside the call, the diagonal from here)
+    sds_dist_grid_set_diag(gr, gs->A[g], gs->diag[g]);
+    sds_dist_sparsegpt_opts dopt = sds_dist_sparsegpt_defaults();
+    dopt.blocksize = c->o->blocksize;
+    dopt.percdamp = c->o->percdamp;
+    dopt.tiles = 1; // the same bits at any stage size (mpi/dist_tiles.h)
+    sds_dist_sparsegpt_info info;
+    int rc = sds_dist_sparsegpt_grid(gr, name, gs->A[g], r.w + row0 * r.cols, nrows, r.rows,
+                                     c->o->pattern, &dopt, mask_local, &info);
+    if (rc == SDS_OK) {
+        int64_t piece = 0;
+        for (int32_t k = 0; k < SDS_CAPTURE_GROUPS; k++)
+            if (gs->A[k]) piece += 4 * (int64_t)c->grids[k].lld * c->grids[k].nloc;
+        piece += info.peak_bytes;
+        if (piece > c->grid_piece_peak) c->grid_piece_peak = piece;
+        // every stage rank gets every row (the next layer's forward needs them all)
+        int *counts = sds_malloc((size_t)G * 2 * sizeof(int), "row counts");
+        rc = stage_ok(c, counts ? SDS_OK : SDS_ERR_IO, &own) ? SDS_OK : own;
+        if (rc == SDS_OK) {
+            for (int j = 0; j < G; j++) {
+                int64_t a, n;
+                grid_rows(r.rows, G, j, &a, &n);
+                counts[j] = (int)(n * r.cols);
+                counts[G + j] = (int)(a * r.cols);
+            }
+            MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, r.w, counts, counts + G, MPI_FLOAT,
+                           c->si.scomm);
+        }
+        free(counts);
+    }
+    double num = 0.0, den = 0.0;
+    if (rc == SDS_OK) rc = sds_dist_quad_trace(gr, gs->A[g], gs->diag[g], dense, r.rows, &den);
+    if (rc == SDS_OK) {
+        for (size_t k = 0; k < numel; k++) dense[k] -= r.w[k];
+        rc = sds_dist_quad_trace(gr, gs->A[g], gs->diag[g], dense, r.rows, &num);
+    }
+    free(dense);
+    if (rc != SDS_OK) return rc;
+    size_t zeros = 0;
+    for (size_t k = 0; k < numel; k++) zeros += r.w[k] == 0.0f;
+    st->sparsity = (double)zeros / (double)numel;
+    st->damping = info.sg.percdamp;
+    st->rel_err_first = st->rel_err_final = den > 0.0 ? num / den : 0.0;
+    return SDS_OK;
+}
+
 // Step 3 for layer l (stage ranks): the pruned layer's outputs are the next layer's inputs;
 // after a stage's last layer each sequence goes on to its rank in the next stage as soon as
 // it is computed (with the dense path's, for SDS's dense target).
@@ -650,6 +869,92 @@ static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model
     sds_plan_machine_default(&mc);
     *S = sds_plan_default_stages(&in, &mc, mem);
     return SDS_OK;
+}
+
+// Rank 0's line for one pruned sublayer, with the ETA from done of all sublayers so far.
+static void progress_line(const sds_sublayer_report *rp, const char *short_name, int64_t l,
+                          double done, double all, double elapsed) {
+    char sds_note[96] = "";
+    if (strcmp(rp->st.method, "sds") == 0)
+        snprintf(sds_note, sizeof sds_note, "  first %.4e %s", rp->st.rel_err_first,
+                 extra_of(&rp->st, "kept_sds") > 0.5 ? "-> SDS" : "(kept)");
+    printf("%5lld  %-22s %-10s %-7s %8.2f%% %11.4e %9.2g %8.2f%s  ETA %.0fs\n", (long long)l,
+           short_name, rp->st.method, rp->st.pattern, 100.0 * rp->st.sparsity, rp->st.rel_err_final,
+           rp->st.damping, rp->st.seconds, sds_note, elapsed / done * (all - done));
+    fflush(stdout);
+}
+
+// (all ranks) Step 2 on the grid for layer l, whose stage is ks (G ranks, leader its first):
+// its ranks prune each sublayer together, each writes its rows, and rank 0 keeps the mask.
+static int grid_layer(run_ctx *c, grid_stats *gs, int64_t l, int ks, int G, sds_h5out *h5,
+                      sds_prune_ckpt *ck, sds_sublayer_report *rep, double progress[3]) {
+    const sds_prune_opts *o = c->o;
+    const int mine = ks == c->si.stage;
+    const int leader = stage_world(c->P, c->si.S, ks, 0);
+    const int32_t n_lin = sds_model_n_linear(c->m);
+    MPI_Comm comm = MPI_COMM_WORLD;
+    int rc = SDS_OK;
+    int *counts = mine ? sds_malloc((size_t)G * 2 * sizeof(int), "mask counts") : NULL;
+    rc = sds_agree(comm, mine && !counts ? SDS_ERR_IO : SDS_OK);
+    for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+        sds_sublayer_report *rp = &rep[l * n_lin + i];
+        sds_model_linear_module(c->m, l, i, rp->name, sizeof rp->name);
+        rp->st.layer = (int32_t)l;
+        snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o->method));
+        sds_pattern_format(o->pattern, rp->st.pattern, sizeof rp->st.pattern);
+        // (the shapes are every layer's: a rank reads them from a layer it holds)
+        const sds_linear_ref r = sds_model_linear(c->m, mine ? l : c->si.llo, i);
+        int64_t row0 = 0, nrows = 0;
+        uint8_t *mask = NULL, *full = NULL;
+        int lrc = SDS_OK;
+        if (mine) {
+            const double t0 = sds_now();
+            grid_rows(r.rows, G, c->si.srank, &row0, &nrows);
+            mask = sds_calloc((size_t)(nrows * r.cols) + 1, 1, "mask");
+            if (stage_ok(c, mask ? SDS_OK : SDS_ERR_IO, &lrc))
+                lrc = grid_prune_sublayer(c, gs, r, rp->name, row0, nrows, mask, &rp->st);
+            rp->st.seconds = sds_now() - t0;
+            c->t_prune += rp->st.seconds;
+        }
+        const double tsync = sds_now();
+        rc = sds_agree(comm, lrc);
+        if (rc != SDS_OK) {
+            free(mask);
+            break;
+        }
+        {
+            MPI_Bcast(&rp->st, (int)sizeof rp->st, MPI_BYTE, leader, comm);
+            rc = sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, row0, nrows,
+                                    mine ? r.w + row0 * r.cols : NULL, mask, &rp->st);
+        }
+        // rank 0 keeps every mask for checkpoints: the stage's leader gathers this one
+        if (rc == SDS_OK && mine && c->si.srank == 0)
+            full = sds_malloc((size_t)(r.rows * r.cols), "mask");
+        if (rc == SDS_OK)
+            rc = sds_agree(comm, mine && c->si.srank == 0 && !full ? SDS_ERR_IO : SDS_OK);
+        if (rc == SDS_OK && mine) {
+            for (int j = 0; j < G; j++) {
+                int64_t a, n;
+                grid_rows(r.rows, G, j, &a, &n);
+                counts[j] = (int)(n * r.cols);
+                counts[G + j] = (int)(a * r.cols);
+            }
+            MPI_Gatherv(mask, (int)(nrows * r.cols), MPI_BYTE, full, counts, counts + G, MPI_BYTE,
+                        0, c->si.scomm);
+        }
+        if (rc == SDS_OK)
+            rc = sds_prune_ckpt_keep_mask(comm, ck, l, i, leader, full, r.rows * r.cols);
+        free(full);
+        free(mask);
+        rc = sds_agree(comm, rc);
+        c->t_sync += sds_now() - tsync;
+        if (c->rank == 0 && rc == SDS_OK) {
+            progress[0] += 1.0;
+            progress_line(rp, r.name, l, progress[0], progress[1], sds_now() - progress[2]);
+        }
+    }
+    free(counts);
+    return rc;
 }
 
 static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
@@ -786,6 +1091,8 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     c.two_paths = is_sds && o.sds.target == SDS_TARGET_DENSE;
     c.auto_mix = c.two_paths && o.sds.mix < 0.0;
     c.wanda_stat = o.method == SDS_METHOD_WANDA || (is_sds && o.sds.base == SDS_BASE_WANDA);
+    // SparseGPT runs on the stage's grids (SDS keeps whole Grams on each sublayer's owner)
+    c.grid = o.method == SDS_METHOD_SPARSEGPT;
     const int two_paths = c.two_paths, auto_mix = c.auto_mix;
     const size_t act_bytes = (size_t)((n_local ? n_local : 1) * T * C) * sizeof(float);
     c.inps = sds_malloc(act_bytes, "calibration activations");
@@ -799,7 +1106,9 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     if (rc == SDS_OK && (!c.inps || !c.x || (two_paths && !c.inps_d) || (si.stage > 0 && !c.rreq)))
         rc = SDS_ERR_IO;
     rc = sds_agree(comm, rc);
+    if (rc == SDS_OK && c.grid) rc = sds_agree(comm, grid_init(&c));
     if (rc != SDS_OK) {
+        grid_free(&c);
         free(c.inps);
         free(c.inps_d);
         free(c.x);
@@ -817,6 +1126,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     if (rc != SDS_OK) {
         if (h5) sds_h5out_close(h5, 0);
         cancel_receives(&c);
+        grid_free(&c);
         free(c.inps);
         free(c.inps_d);
         free(c.x);
@@ -857,14 +1167,19 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     const int64_t restored = (last_done + 1) * n_lin; // sublayers not pruned by this run
 
     const double t_layers = sds_now();
+    double progress[3] = {0.0, (double)(L * n_lin - restored), t_layers};
     for (int64_t l = last_done + 1; l < L && rc == SDS_OK; l++) {
         // the stage that owns layer l works on it; the others take part in the output
         const int ks = sds_stage_of_layer(L, si.S, l), Gs = stage_size(size, si.S, ks);
         const int mine = ks == si.stage, leader = stage_world(size, si.S, ks, 0);
         // 1. statistics of the dense layer on the pruned model's activations
         layer_stats ls;
+        grid_stats gs;
         memset(&ls, 0, sizeof ls);
-        const int own = mine ? layer_stats_compute(&c, l, &ls) : SDS_OK;
+        memset(&gs, 0, sizeof gs);
+        const int own = !mine    ? SDS_OK
+                        : c.grid ? grid_stats_compute(&c, l, &gs)
+                                 : layer_stats_compute(&c, l, &ls);
         const double ta = sds_now();
         rc = sds_agree(comm, own);
         if (mine)
@@ -888,9 +1203,12 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         uint8_t *masks[MAX_LIN] = {0};
         int lrcs[MAX_LIN] = {0}, own_at[MAX_LIN] = {0};
         int failed_here = 0;
-        assign_owners(&m, mine ? l : si.llo, n_lin, Gs,
-                      o.method == SDS_METHOD_SPARSEGPT || o.method == SDS_METHOD_SDS, own_at);
-        for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+        if (c.grid && rc == SDS_OK) rc = grid_layer(&c, &gs, l, ks, Gs, h5, &ck, rep, progress);
+        grid_stats_free(&gs);
+        if (!c.grid)
+            assign_owners(&m, mine ? l : si.llo, n_lin, Gs,
+                          o.method == SDS_METHOD_SPARSEGPT || o.method == SDS_METHOD_SDS, own_at);
+        for (int32_t i = 0; i < n_lin && rc == SDS_OK && !c.grid; i++) {
             sds_sublayer_report *rp = &rep[l * n_lin + i];
             sds_model_linear_module(&m, l, i, rp->name, sizeof rp->name);
             rp->st.layer = (int32_t)l;
@@ -917,7 +1235,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             rp->st.seconds = sds_now() - t0;
             c.t_prune += rp->st.seconds;
         }
-        for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+        for (int32_t i = 0; i < n_lin && rc == SDS_OK && !c.grid; i++) {
             // (the shapes are every layer's: a rank reads them from a layer it holds)
             sds_linear_ref r = sds_model_linear(&m, mine ? l : si.llo, i);
             const int owner = stage_world(size, si.S, ks, own_at[i]);
@@ -941,18 +1259,8 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             rc = sds_agree(comm, rc);
             c.t_sync += sds_now() - tsync;
             if (rank == 0 && rc == SDS_OK) {
-                const double done = (double)(l * n_lin + i + 1 - restored),
-                             all = (double)(L * n_lin - restored);
-                const double el = sds_now() - t_layers;
-                char sds_note[96] = "";
-                if (is_sds)
-                    snprintf(sds_note, sizeof sds_note, "  first %.4e %s", rp->st.rel_err_first,
-                             extra_of(&rp->st, "kept_sds") > 0.5 ? "-> SDS" : "(kept)");
-                printf("%5lld  %-22s %-10s %-7s %8.2f%% %11.4e %9.2g %8.2f%s  ETA %.0fs\n",
-                       (long long)l, r.name, rp->st.method, rp->st.pattern, 100.0 * rp->st.sparsity,
-                       rp->st.rel_err_final, rp->st.damping, rp->st.seconds, sds_note,
-                       el / done * (all - done));
-                fflush(stdout);
+                progress[0] += 1.0;
+                progress_line(rp, r.name, l, progress[0], progress[1], sds_now() - t_layers);
             }
         }
         for (int32_t i = 0; i < MAX_LIN; i++) free(masks[i]);
@@ -1000,6 +1308,11 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                         c.t_handoff, c.t_sync,   c.t_idle,  0.0};
     timing[7] = c.t_stats + c.t_prune + c.t_advance; // this rank's compute
     MPI_Allreduce(MPI_IN_PLACE, timing, 8, MPI_DOUBLE, MPI_MAX, comm);
+    grid_free(&c);
+    // the distributed statistics' bytes on the largest rank: pieces (1/G of the whole) and
+    // buffers (a sequence's inputs, own and broadcast)
+    int64_t grid_bytes[2] = {c.grid_piece_peak, c.grid_buffer_peak};
+    MPI_Allreduce(MPI_IN_PLACE, grid_bytes, 2, MPI_INT64_T, MPI_MAX, comm);
     free(c.inps);
     free(c.inps_d);
     free(c.x);
@@ -1083,7 +1396,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     }
     if (rc == SDS_OK && o.json) {
         int jrc = rank == 0 ? write_summary(&o, size, si.S, rep, L * n_lin, seconds, ppl_dense,
-                                            ppl_pruned, peak_mib, timing)
+                                            ppl_pruned, peak_mib, timing, grid_bytes)
                             : SDS_OK;
         rc = sds_agree(comm, jrc);
     }

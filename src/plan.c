@@ -141,6 +141,21 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
     return s + f / g;
 }
 
+// SparseGPT's grid path (mpi/dist_gram.h, mpi/dist_sparsegpt.h): a rank's block-cyclic piece
+// of a cols x cols matrix on the stage's G ranks (128 x 128 blocks, prune's GRID_NB; the
+// squarest grid pr x pc with pr <= pc), the largest rank's entries.
+#define PLAN_DIST_NB 128.0
+static double grid_piece(double cols, int G, double *mloc, double *nloc) {
+    int pr = 1;
+    for (int d = 1; d * d <= G; d++)
+        if (G % d == 0) pr = d;
+    const int pc = G / pr;
+    const double blocks = ceil(cols / PLAN_DIST_NB);
+    *mloc = fmin(cols, ceil(blocks / pr) * PLAN_DIST_NB);
+    *nloc = fmin(cols, ceil(blocks / pc) * PLAN_DIST_NB);
+    return *mloc * *nloc;
+}
+
 int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_plan_stage *out) {
     const sds_model_config *c = &in->cfg;
     const int64_t L = c->n_layers;
@@ -239,10 +254,38 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         if (k == S - 1 && in->eval)
             m->head = (head + (c->tie_word_embeddings && k == 0 ? 0.0 : lm)) * F4;
         m->activations = nloc * T * C * F4 * (two ? 2 : 1);
+        // SparseGPT on the grid: each group's exact sums (16 B per entry), one tile of one
+        // sequence's Gram, X's gathered columns, and the sequence's inputs (own and broadcast)
+        // while the statistics run; then each group's fp32 piece of H, and for the sublayer
+        // being pruned the tile algorithms' panels (a column and a row of tiles), the dense copy
+        // of W, the row shard's mask, the leader's whole mask, and the sweep's panel and slab
+        double grid_held = 0.0, grid_stats = 0.0, grid_prune = 0.0;
+        if (in->method == 2) {
+            for (int q = 0; q < pl.n_groups; q++) {
+                double ml, nlc;
+                const double cc = pl.group_cols[q], pe = grid_piece(cc, G, &ml, &nlc);
+                grid_held += 4.0 * pe;
+                // (only blocks on or above the diagonal are computed: the others' pages of the
+                // sums are never touched, so they are not resident)
+                const double upper = fmin(1.0, 0.5 + 0.5 * PLAN_DIST_NB / cc);
+                grid_stats += 16.0 * pe * upper - 4.0 * pe + 4.0 * PLAN_DIST_NB * PLAN_DIST_NB +
+                              4.0 * T * (ml + nlc) + 2.0 * T * cc * F4;
+            }
+            for (int i = 0; i < pl.n; i++) {
+                const double cc = pl.cols[i], nw = pl.rows[i] * cc;
+                const double b =
+                    2.0 * PLAN_DIST_NB * cc * F4 + nw * F4 + nw / G + nw + 2.0 * 128.0 * cc * F4;
+                grid_prune = b > grid_prune ? b : grid_prune;
+            }
+        }
         m->calib_ids = N * T * 4.0;
         // the accumulators are gone before the pruning buffers come: the larger of the two
         m->statistics = stats + acc_bytes;
         m->prune = prune_mem > acc_bytes ? prune_mem - acc_bytes : 0.0;
+        if (in->method == 2) {
+            m->statistics = grid_held + grid_stats;
+            m->prune = grid_prune > grid_stats ? grid_prune - grid_stats : 0.0;
+        }
         m->forward = fwd;
         m->masks = nl * lin_params / 8.0;
         m->baseline = mc->baseline_bytes;
@@ -260,7 +303,9 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         const double tok = nloc * T;
         const double passes = two ? 3.0 : 2.0;
         const double fwd_flops = passes * tok * (2.0 * pl.lin_params + 2.0 * T * pl.attn_width);
-        const double gram_flops = tok * gram_flops_tok;
+        // (the grid path: every rank its piece of every sequence's Gram, about the same)
+        const double gram_flops =
+            in->method == 2 ? N * T * gram_flops_tok / G : tok * gram_flops_tok;
         // softmax over the causal scores (heads x T(T+1)/2 per sequence) and Llama's SiLU
         // (T x F): expf-bound, not BLAS
         const double exps =
@@ -271,6 +316,19 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         double pflops = 0.0, ps = 0.0;
         for (int i = 0; i < pl.n; i++)
             ps += prune_sublayer_s(in, mc, pl.rows[i], pl.cols[i], &pflops);
+        if (in->method == 2) {
+            // the grid: every sublayer over the G ranks (the factorisation's tile algorithms
+            // counted at half sgemm's rate) and the error's D^T D on half the blocks
+            ps = 0.0;
+            pflops = 0.0;
+            for (int i = 0; i < pl.n; i++) {
+                const double cc = pl.cols[i], rows = pl.rows[i];
+                const double f =
+                    sparsegpt_flops(rows, cc) + 4.0 / 3.0 * cc * cc * cc + 2.0 * rows * cc * cc;
+                pflops += f / G;
+                ps += f / G / g + 4.0 * rows * cc * F4 / mc->stream_bw;
+            }
+        }
         st->prune_s = nl * ps;
         // loading the stage's weights, writing weights (fp32) and masks (uint8) of its layers
         st->io_s = (m->weights + m->embeddings + m->head) / mc->io_bw +
@@ -282,6 +340,12 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         // from its owner, the activations handed to the next stage (all N x T x C of them,
         // from the stage's ranks in parallel to the next stage's)
         st->allreduce_s = nl * pl.n_groups * allreduce_s(gram_bytes / pl.n_groups, G, mc);
+        if (in->method == 2) {
+            // the grid: every sequence's inputs broadcast over the stage, the scalars reduced
+            double in_cols = 0.0;
+            for (int q = 0; q < pl.n_groups; q++) in_cols += pl.group_cols[q];
+            st->allreduce_s = nl * N * bcast_s(T * in_cols * F4, G, mc);
+        }
         double bc = 0.0;
         for (int i = 0; i < pl.n; i++) bc += bcast_s(pl.rows[i] * pl.cols[i] * F4, G, mc);
         st->bcast_s = nl * bc;

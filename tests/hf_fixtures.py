@@ -28,6 +28,11 @@ OPT_CONFIGS = {
     # stored in fp16 and sharded (model.safetensors.index.json)
     "opt-fp16-sharded": (dict(hidden_size=64, num_attention_heads=2, ffn_dim=128, num_hidden_layers=2,
                               max_position_embeddings=512), torch.float16, "2MB"),
+    # sized so that activations, Grams and pruning buffers outweigh the process baseline
+    # (test_plan.py) and the Hessians split over 2x2 grids of 64-wide blocks (test_stages.py):
+    # OPT 512 wide (fc2's Gram and SparseGPT factor 16 MiB each), Llama with GQA
+    "plan-opt": (dict(hidden_size=512, num_attention_heads=8, ffn_dim=2048, num_hidden_layers=2,
+                      max_position_embeddings=512), torch.float32, None),
 }
 
 # name -> (LlamaConfig overrides, dtype, max_shard_size or None, tokenizer flavour).
@@ -65,6 +70,9 @@ LLAMA_CONFIGS = {
                                 tie_word_embeddings=False,
                                 rope_scaling={"type": "linear", "factor": 2.0}),
                            torch.bfloat16, "2MB", "llama-default"),
+    "plan-llama": (dict(hidden_size=384, num_attention_heads=6, num_key_value_heads=2,
+                        intermediate_size=1536, num_hidden_layers=2, max_position_embeddings=512,
+                        tie_word_embeddings=True), torch.float32, None, "gpt2"),
 }
 
 

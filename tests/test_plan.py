@@ -28,15 +28,7 @@ import sds_run  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOLLM2 = os.path.join(ROOT, "models", "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
-# Fixtures sized so that activations, Grams and pruning buffers outweigh the process baseline
-# (~25-45 MiB): OPT 512 wide (fc2's Gram and SparseGPT factor 16 MiB each), Llama with GQA.
-fx.OPT_CONFIGS["plan-opt"] = (dict(hidden_size=512, num_attention_heads=8, ffn_dim=2048,
-                                   num_hidden_layers=2, max_position_embeddings=512),
-                              fx.torch.float32, None)
-fx.LLAMA_CONFIGS["plan-llama"] = (dict(hidden_size=384, num_attention_heads=6, num_key_value_heads=2,
-                                       intermediate_size=1536, num_hidden_layers=2,
-                                       max_position_embeddings=512, tie_word_embeddings=True),
-                                  fx.torch.float32, None, "gpt2")
+# (the plan-opt and plan-llama fixtures are in hf_fixtures.py)
 
 # (model, ranks, method, stages, nsamples, seqlen)
 CASES = [

@@ -143,6 +143,42 @@ def main():
                 report(exp[1] is not None and exp[1] == exp[2],
                        "%s: --export-hf writes the same safetensors with 2 stages as with 1" % base)
 
+        # SparseGPT on each stage's BLACS grid: a rank holds about 1/G of the Hessians (the
+        # pieces of their exact sums, 16 bytes per entry while the statistics run; then H's
+        # fp32 piece, factored in place), plus buffers that do not scale (a sequence's inputs,
+        # X's gathered columns, one tile, the sweep's panel). prune reports the largest rank's
+        # bytes of each (mpi/dist_gram.h states the bound).
+        model = fx.make_opt("plan-opt")
+        cfg = json.load(open(os.path.join(model, "config.json")))
+        C, F = cfg["hidden_size"], cfg["ffn_dim"]
+        sums = 16 * (3 * C * C + F * F)  # the four input groups' exact sums, whole
+        piece, ref = {}, None
+        for np_ in (1, 2, 4):
+            out = os.path.join(tmp, "grid%d.h5" % np_)
+            args = ["prune", "--model", model, "--calib", fx.WIKI, "--method", "sparsegpt",
+                    "--sparsity", "0.5", "--nsamples", "4", "--seqlen", "32", "--out", out,
+                    "--json", out + ".json"]
+            rc, so, se, codes = sds_run.run(np_, args)
+            report(codes == [0] * np_, "plan-opt sparsegpt at %d ranks: exit codes %s" % (np_, codes))
+            if codes != [0] * np_:
+                print(se[-2000:])
+                continue
+            # (four grids share the stage's communicator: BLACS must not warn at their release)
+            report("BLACS" not in se, "plan-opt sparsegpt at %d ranks: no BLACS warning" % np_)
+            piece[np_] = json.load(open(out + ".json"))["grid_piece_bytes_max"]
+            if np_ == 1:
+                ref = read(out)
+            else:
+                compare("plan-opt sparsegpt 0.5, %d ranks" % np_, ref, read(out))
+        if 1 in piece:
+            report(sums <= piece[1] <= 1.05 * sums,
+                   "1 rank holds the whole Hessians' sums: %d bytes (16 x sum cols^2 = %d)" % (piece[1], sums))
+        for G in (2, 4):
+            if G in piece and 1 in piece:
+                report(piece[G] <= 1.1 * piece[1] / G,
+                       "%d ranks: the largest rank holds %d bytes of the distributed Hessians, "
+                       "%.3f of 1 rank's (bound 1.1 / %d)" % (G, piece[G], piece[G] / piece[1], G))
+
         # errors, agreed on every rank
         model = fx.make_opt("opt-preln")
         for np_, args, code, needle in [
