@@ -1,5 +1,5 @@
 // The Hessian accumulated on the block-cyclic grid (mpi/dist_gram.h), at the rank count it is
-// launched with (tests/dist_gram.cmake runs it at 1, 2, 3 and 4: grids 1x1, 1x2, 1x3, 2x2):
+// launched with (tests/dist_grid.cmake runs it at 1, 2, 3 and 4: grids 1x1, 1x2, 1x3, 2x2):
 //   mpirun -np G test_dist_gram
 // Every rank generates the same sequences from fixed seeds; rank 0 computes the references (the
 // serial sds_hessian, and the same module on a 1x1 grid over MPI_COMM_SELF) and broadcasts
@@ -24,66 +24,13 @@
 
 #include <math.h>
 #include <mpi.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int g_rank, g_size, g_failures;
-
-// Rank 0 prints; every rank counts, so every rank exits alike. ok must be the same everywhere.
-static void check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(bool ok, const char *fmt, ...) {
-    if (g_rank == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%s ", ok ? "OK    " : "NOT OK");
-        vprintf(fmt, ap);
-        printf("\n");
-        fflush(stdout);
-        va_end(ap);
-    }
-    if (!ok) g_failures++;
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    return p;
-}
-
-// true on every rank when true on all.
-static bool all_ranks(bool mine) {
-    int in = mine, out = 0;
-    MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-    return out != 0;
-}
-
-static int64_t sum_ranks(int64_t mine) {
-    int64_t out = 0;
-    MPI_Allreduce(&mine, &out, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-    return out;
-}
-
-static double max_ranks(double mine) {
-    double out = 0.0;
-    MPI_Allreduce(&mine, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    return out;
-}
-
-static uint64_t g_rng;
-static double uniform(void) {
-    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(g_rng >> 11) + 0.5) / 9007199254740992.0;
-}
-static float normal(void) {
-    return (float)(sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform()));
-}
+#include "mpi_test_util.h"
 
 static bool same_bits(float a, float b) {
     return memcmp(&a, &b, sizeof a) == 0;
@@ -145,18 +92,9 @@ static int grid_hessian(const sds_dist_grid *g, const config *c, const float *X,
 }
 
 // The header's memory bound, recomputed from the grid's shape.
-static int64_t numroc(int64_t n, int64_t nb, int p, int P) {
-    int64_t count = 0;
-    for (int64_t b = p; b * nb < n; b += P) count += (b * nb + nb < n ? nb : n - b * nb);
-    return count;
-}
-
 static int64_t bound_bytes(int64_t n, int nb, int64_t T) {
-    int pr = 1;
-    for (int d = 1; d * d <= g_size; d++)
-        if (g_size % d == 0) pr = d;
-    const int pc = g_size > pr ? g_size / pr : 1; // row-major places, as BLACS's "Row"
-    const int myrow = g_rank / pc, mycol = g_rank % pc;
+    int pr, pc, myrow, mycol;
+    grid_place(&pr, &pc, &myrow, &mycol);
     const int64_t mloc = numroc(n, nb, myrow, pr), nloc = numroc(n, nb, mycol, pc);
     const int64_t lld = mloc > 1 ? mloc : 1;
     return 16 * lld * nloc + 4 * T * (mloc + nloc) + 4 * (int64_t)nb * nb + 4 * lld;
@@ -405,9 +343,7 @@ static void check_failures(void) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    mpi_test_init(&argc, &argv);
     if (g_rank == 0) printf("test_dist_gram at %d ranks\n", g_size);
 
     const config configs[] = {
@@ -421,9 +357,5 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) run_config(&configs[i]);
     check_failures();
 
-    if (g_rank == 0)
-        printf("%s: %d failed checks at %d ranks\n", g_failures ? "FAILED" : "PASSED", g_failures,
-               g_size);
-    MPI_Finalize();
-    return g_failures ? 1 : 0;
+    return mpi_test_finish();
 }

@@ -32,45 +32,13 @@
 #include <hdf5.h>
 #include <math.h>
 #include <mpi.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int g_rank, g_size, g_failures;
-
-// Rank 0 prints; every rank counts, so every rank exits alike. ok must be the same everywhere.
-static void check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(bool ok, const char *fmt, ...) {
-    if (g_rank == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%s ", ok ? "OK    " : "NOT OK");
-        vprintf(fmt, ap);
-        printf("\n");
-        fflush(stdout);
-        va_end(ap);
-    }
-    if (!ok) g_failures++;
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    return p;
-}
-
-// true on every rank when true on all.
-static bool all_ranks(bool mine) {
-    int in = mine, out = 0;
-    MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-    return out != 0;
-}
+#include "mpi_test_util.h"
 
 // ---- problems ----------------------------------------------------------------------------
 
@@ -81,15 +49,6 @@ typedef struct {
     float *H;    // (cols, cols) row-major, full symmetric
     double wtol; // weights tolerance relative to max |W| (see the top)
 } problem;
-
-static uint64_t g_rng;
-static double uniform(void) {
-    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(g_rng >> 11) + 0.5) / 9007199254740992.0;
-}
-static float normal(void) {
-    return (float)(sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform()));
-}
 
 // W ~ N(0, 1); H from nseq x tokens random inputs, `dead` all-zero input columns (every 37th
 // from column 5) and `outliers` columns scaled by 20 (every 53rd from column 11).
@@ -184,21 +143,12 @@ static void problem_free(problem *pr) {
 
 // ---- the memory bound, recomputed from the header's formula ---------------------------------
 
-static int64_t numroc(int64_t n, int64_t nb, int p, int P) {
-    int64_t count = 0;
-    for (int64_t b = p; b * nb < n; b += P) count += (b * nb + nb < n ? nb : n - b * nb);
-    return count;
-}
-
 // 1: the factorisation by the tile algorithms (opts.tiles, mpi/dist_tiles.h), not ScaLAPACK's
 static int g_tiles = 0;
 
 static int64_t bound_bytes(int64_t n, int nb, int64_t rows, sds_pattern p, int64_t B, int full_h) {
-    int pr = 1;
-    for (int d = 1; d * d <= g_size; d++)
-        if (g_size % d == 0) pr = d;
-    const int pc = g_size > pr ? g_size / pr : 1; // row-major places, as BLACS's "Row"
-    const int myrow = g_rank / pc, mycol = g_rank % pc;
+    int pr, pc, myrow, mycol;
+    grid_place(&pr, &pc, &myrow, &mycol);
     const int64_t bw = B < n ? B : n, mT = ((n + nb - 1) / nb + pr - 1) / pr * nb;
     int64_t bytes = 5 * n + 16 * (int64_t)g_size + 64;
     if (full_h) bytes += 4 * numroc(n, nb, myrow, pr) * numroc(n, nb, mycol, pc);
@@ -422,9 +372,7 @@ static void check_failures(void) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    mpi_test_init(&argc, &argv);
     if (argc != 2) {
         if (g_rank == 0) fprintf(stderr, "usage: test_dist_sparsegpt GOLDEN_DIR\n");
         MPI_Finalize();
@@ -466,9 +414,5 @@ int main(int argc, char **argv) {
 
     check_failures();
 
-    if (g_rank == 0)
-        printf("%s: %d failed checks at %d ranks\n", g_failures ? "FAILED" : "PASSED", g_failures,
-               g_size);
-    MPI_Finalize();
-    return g_failures ? 1 : 0;
+    return mpi_test_finish();
 }

@@ -1,5 +1,5 @@
 // The tile inverse Cholesky (mpi/dist_tiles.h) at the rank count it is launched with
-// (tests/dist_tiles.cmake runs it at 1, 2, 3 and 4: grids 1x1, 1x2, 1x3, 2x2):
+// (tests/dist_grid.cmake runs it at 1, 2, 3 and 4: grids 1x1, 1x2, 1x3, 2x2):
 //   mpirun -np G test_dist_tiles            the checks below
 //   mpirun -np G test_dist_tiles time N...  only the timing, at order N (nb 128), for N given
 // Rank 0 generates each matrix, computes the references and broadcasts them; every rank then
@@ -28,12 +28,13 @@
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "mpi_test_util.h"
 
 extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info,
                     size_t uplo_len);
@@ -51,59 +52,6 @@ extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, i
 #define LAPACK_TOL    5e-6
 #define DOUBLE_FACTOR 2.0
 
-static int g_rank, g_size, g_failures;
-
-// Rank 0 prints; every rank counts, so every rank exits alike. ok must be the same everywhere.
-static void check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(bool ok, const char *fmt, ...) {
-    if (g_rank == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%s ", ok ? "OK    " : "NOT OK");
-        vprintf(fmt, ap);
-        printf("\n");
-        fflush(stdout);
-        va_end(ap);
-    }
-    if (!ok) g_failures++;
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    return p;
-}
-
-static bool all_ranks(bool mine) {
-    int in = mine, out = 0;
-    MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-    return out != 0;
-}
-
-static int64_t sum_ranks(int64_t mine) {
-    int64_t out = 0;
-    MPI_Allreduce(&mine, &out, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-    return out;
-}
-
-static double max_ranks(double mine) {
-    double out = 0.0;
-    MPI_Allreduce(&mine, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    return out;
-}
-
-static uint64_t g_rng;
-static double uniform(void) {
-    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(g_rng >> 11) + 0.5) / 9007199254740992.0;
-}
-static float normal(void) {
-    return (float)(sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform()));
-}
-
 // A quiet NaN whose payload names the entry: what the strict upper triangle must keep.
 static uint32_t sentinel(int64_t i, int64_t j) {
     return 0x7fc00000u | (uint32_t)((i * 7919 + j * 104729) & 0x3fffff);
@@ -115,23 +63,26 @@ static uint32_t bits(float x) {
     return u;
 }
 
-// (rank 0) S = X^T X + 0.01 mean(diag) I with X (n x n) N(0, 1): a damped Gram matrix as
-// SparseGPT's, condition ~400. Column-major, full.
+// S = X^T X + 0.01 mean(diag) I with X (n x n) N(0, 1): a damped Gram matrix as SparseGPT's,
+// condition ~400. Column-major, full. Built on rank 0, broadcast: every rank returns it.
 static float *make_spd(int64_t n, uint64_t seed) {
-    float *X = xmalloc((size_t)(n * n) * sizeof(float));
     float *S = xmalloc((size_t)(n * n) * sizeof(float));
-    g_rng = seed;
-    for (int64_t k = 0; k < n * n; k++) X[k] = normal();
-    cblas_ssyrk(CblasColMajor, CblasLower, CblasTrans, (int)n, (int)n, 1.0f, X, (int)n, 0.0f, S,
-                (int)n);
-    double mean = 0.0;
-    for (int64_t j = 0; j < n; j++) mean += S[j * n + j];
-    const float damp = (float)(0.01 * mean / (double)n);
-    for (int64_t j = 0; j < n; j++) {
-        S[j * n + j] += damp;
-        for (int64_t i = 0; i < j; i++) S[j * n + i] = S[i * n + j];
+    if (g_rank == 0) {
+        float *X = xmalloc((size_t)(n * n) * sizeof(float));
+        g_rng = seed;
+        for (int64_t k = 0; k < n * n; k++) X[k] = normal();
+        cblas_ssyrk(CblasColMajor, CblasLower, CblasTrans, (int)n, (int)n, 1.0f, X, (int)n, 0.0f, S,
+                    (int)n);
+        double mean = 0.0;
+        for (int64_t j = 0; j < n; j++) mean += S[j * n + j];
+        const float damp = (float)(0.01 * mean / (double)n);
+        for (int64_t j = 0; j < n; j++) {
+            S[j * n + j] += damp;
+            for (int64_t i = 0; i < j; i++) S[j * n + i] = S[i * n + j];
+        }
+        free(X);
     }
-    free(X);
+    MPI_Bcast(S, (int)(n * n), MPI_FLOAT, 0, MPI_COMM_WORLD);
     return S;
 }
 
@@ -202,16 +153,10 @@ static int64_t upper_damaged(const sds_dist_grid *g, const float *A) {
 
 static void check_order(int64_t n, uint64_t seed) {
     const size_t nn = (size_t)(n * n);
-    float *S = xmalloc(nn * sizeof(float)), *F = xmalloc(nn * sizeof(float));
+    float *S = make_spd(n, seed), *F = xmalloc(nn * sizeof(float));
     float *D = xmalloc(nn * sizeof(float)), *R = xmalloc(nn * sizeof(float));
-    if (g_rank == 0) {
-        float *S0 = make_spd(n, seed);
-        memcpy(S, S0, nn * sizeof(float));
-        free(S0);
-        lapack_refs(S, n, F, D);
-    }
+    if (g_rank == 0) lapack_refs(S, n, F, D);
     // (n <= 1000: the counts fit in int)
-    MPI_Bcast(S, (int)nn, MPI_FLOAT, 0, MPI_COMM_WORLD);
     MPI_Bcast(F, (int)nn, MPI_FLOAT, 0, MPI_COMM_WORLD);
     MPI_Bcast(D, (int)nn, MPI_FLOAT, 0, MPI_COMM_WORLD);
     // LAPACK float against double, the yardstick for the tile algorithm's error.
@@ -292,14 +237,8 @@ static void check_not_spd(int64_t n, int nb, int want_rank) {
         if (g.prow[want_rank] == t % g.nprow && g.pcol[want_rank] == t % g.npcol) k = t;
     SDS_ASSERT(k >= 0);
     const int64_t c = (int64_t)k * nb + ((int64_t)k * nb + 5 < n ? 5 : 0);
-    float *S = xmalloc((size_t)(n * n) * sizeof(float));
-    if (g_rank == 0) {
-        float *S0 = make_spd(n, 99);
-        memcpy(S, S0, (size_t)(n * n) * sizeof(float));
-        free(S0);
-        S[c * n + c] = -1.0f;
-    }
-    MPI_Bcast(S, (int)(n * n), MPI_FLOAT, 0, MPI_COMM_WORLD);
+    float *S = make_spd(n, 99);
+    S[c * n + c] = -1.0f;
     float *A = distribute(&g, S);
     int fail_rank = 0, fail1 = 0, rc1 = 0;
     const int want_world = want_rank; // g.comm is MPI_COMM_WORLD: the same numbering
@@ -328,13 +267,7 @@ static void check_no_memory(int who) {
     const int64_t n = 100;
     sds_dist_grid g;
     SDS_ASSERT(sds_dist_grid_init(&g, MPI_COMM_WORLD, n, 32) == SDS_OK);
-    float *S = xmalloc((size_t)(n * n) * sizeof(float));
-    if (g_rank == 0) {
-        float *S0 = make_spd(n, 5);
-        memcpy(S, S0, (size_t)(n * n) * sizeof(float));
-        free(S0);
-    }
-    MPI_Bcast(S, (int)(n * n), MPI_FLOAT, 0, MPI_COMM_WORLD);
+    float *S = make_spd(n, 5);
     float *A = distribute(&g, S);
     float *A0 = xmalloc((size_t)(g.lld * g.nloc) * sizeof(float));
     memcpy(A0, A, (size_t)(g.lld * g.nloc) * sizeof(float));
@@ -384,13 +317,7 @@ static uint64_t lower_hash(const sds_dist_grid *g, const float *A) {
 // ---- (e): timing -----------------------------------------------------------------------------
 
 static void timing(int64_t n, int nb) {
-    float *S = xmalloc((size_t)(n * n) * sizeof(float));
-    if (g_rank == 0) {
-        float *S0 = make_spd(n, 7);
-        memcpy(S, S0, (size_t)(n * n) * sizeof(float));
-        free(S0);
-    }
-    MPI_Bcast(S, (int)(n * n), MPI_FLOAT, 0, MPI_COMM_WORLD);
+    float *S = make_spd(n, 7);
     sds_dist_grid g;
     SDS_ASSERT(sds_dist_grid_init(&g, MPI_COMM_WORLD, n, nb) == SDS_OK);
     float *A = distribute(&g, S);
@@ -421,9 +348,7 @@ static void timing(int64_t n, int nb) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    mpi_test_init(&argc, &argv);
     if (g_rank == 0) printf("test_dist_tiles at %d ranks\n", g_size);
     if (argc > 1 && strcmp(argv[1], "time") == 0) {
         for (int a = 2; a < argc; a++) timing(atoll(argv[a]), 128);
@@ -437,9 +362,5 @@ int main(int argc, char **argv) {
         check_no_memory(g_size - 1);
         timing(2048, 128);
     }
-    if (g_rank == 0)
-        printf("%s: %d failed checks at %d ranks\n", g_failures ? "FAILED" : "PASSED", g_failures,
-               g_size);
-    MPI_Finalize();
-    return g_failures ? 1 : 0;
+    return mpi_test_finish();
 }
