@@ -142,9 +142,9 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
 }
 
 // SparseGPT's grid path (mpi/dist_gram.h, mpi/dist_sparsegpt.h): a rank's block-cyclic piece
-// of a cols x cols matrix on the stage's G ranks (128 x 128 blocks, prune's GRID_NB; the
+// of a cols x cols matrix on the stage's G ranks (256 x 256 blocks, prune's GRID_NB; the
 // squarest grid pr x pc with pr <= pc), the largest rank's entries.
-#define PLAN_DIST_NB 128.0
+#define PLAN_DIST_NB 256.0
 static double grid_piece(double cols, int G, double *mloc, double *nloc) {
     int pr = 1;
     for (int d = 1; d * d <= G; d++)
