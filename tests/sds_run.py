@@ -5,6 +5,17 @@ import subprocess
 import tempfile
 
 BIN = os.environ.get("SDS_BIN", "sds-mpi")
+# tests/run.sh's second pass (AddressSanitizer, UBSan, LeakSanitizer) sets SDS_SANITIZED=1. It
+# is there to find memory errors and leaks, which do not depend on how many configurations
+# repeat the same code paths, and every process costs ~10x there: the end-to-end tests run a
+# subset of their configurations in it (pick), every code path still once; the plain pass
+# runs them all.
+SANITIZED = os.environ.get("SDS_SANITIZED") == "1"
+
+
+def pick(full, sanitized):
+    """full in the plain pass; the subset `sanitized` under the sanitizers (see SANITIZED)."""
+    return sanitized if SANITIZED else full
 MPIRUN = shlex.split(os.environ.get("SDS_MPIRUN", "mpirun --allow-run-as-root --oversubscribe"))
 
 

@@ -90,6 +90,10 @@ def read_all(path):
                 {n: f["masks"][n][()] for n in f["masks"]})
 
 
+# N:M and unstructured (under the sanitizers N:M only: sds_run.pick)
+SPARSITIES = sds_run.pick(("2:4", "0.5"), ("2:4",))
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         text = os.path.join(tmp, "eval.txt")
@@ -99,7 +103,7 @@ def main():
         for model_name in ("opt-preln", "llama-gqa"):
             model = fx.make_opt(model_name) if model_name.startswith("opt") else fx.make_llama(model_name)
             for method in ("magnitude", "wanda", "sparsegpt"):
-                for sparsity in ("2:4", "0.5"):
+                for sparsity in SPARSITIES:
                     tag = "%s %s %s" % (model_name, method, sparsity)
                     out = os.path.join(tmp, "%s-%s-%s.h5" % (model_name, method, sparsity.replace(":", "of")))
                     rc, so, se, codes = prune(2, model, out, method, sparsity, text)
@@ -117,7 +121,7 @@ def main():
                                                           text, "--seqlen", "64", "--max-windows", "4"])
                     got = sds_run.last_line(so2).split()[-1]
                     report(got == pruned, "%s: eval --weights %s == prune --eval %s" % (tag, got, pruned))
-            for sparsity in ("2:4", "0.5"):
+            for sparsity in SPARSITIES:
                 e = {m: errs.get((model_name, m, sparsity), float("nan")) for m in ("magnitude", "wanda", "sparsegpt")}
                 report(e["sparsegpt"] < e["magnitude"],
                        "%s %s mean rel. error: sparsegpt %.4g, wanda %.4g, magnitude %.4g" %
