@@ -145,6 +145,10 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
 // of a cols x cols matrix on the stage's G ranks (256 x 256 blocks, prune's GRID_NB; the
 // squarest grid pr x pc with pr <= pc), the largest rank's entries.
 #define PLAN_DIST_NB 256.0
+// The fraction of the measured sgemm rate that the grid path's per-block and per-tile BLAS calls
+// reach: measured on SmolLM2 (576 and 1536 wide, 4 x 128 tokens, 2 ranks) 37% for the pruning
+// and less for the Grams; OPT-shaped 512/2048 about 60%. Counted as 1/2.
+#define PLAN_GRID_RATE 0.5
 static double grid_piece(double cols, int G, double *mloc, double *nloc) {
     int pr = 1;
     for (int d = 1; d * d <= G; d++)
@@ -303,9 +307,11 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         const double tok = nloc * T;
         const double passes = two ? 3.0 : 2.0;
         const double fwd_flops = passes * tok * (2.0 * pl.lin_params + 2.0 * T * pl.attn_width);
-        // (the grid path: every rank its piece of every sequence's Gram, about the same)
+        // (the grid path: every rank its piece of every sequence's Gram, one sgemm per 256-wide
+        // block and sequence; such calls, like the tile algorithms' below, ran at about half the
+        // 1024^3 sgemm rate the constants measure: PLAN_GRID_RATE)
         const double gram_flops =
-            in->method == 2 ? N * T * gram_flops_tok / G : tok * gram_flops_tok;
+            in->method == 2 ? N * T * gram_flops_tok / G / PLAN_GRID_RATE : tok * gram_flops_tok;
         // softmax over the causal scores (heads x T(T+1)/2 per sequence) and Llama's SiLU
         // (T x F): expf-bound, not BLAS
         const double exps =
@@ -326,7 +332,7 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
                 const double f =
                     sparsegpt_flops(rows, cc) + 4.0 / 3.0 * cc * cc * cc + 2.0 * rows * cc * cc;
                 pflops += f / G;
-                ps += f / G / g + 4.0 * rows * cc * F4 / mc->stream_bw;
+                ps += f / G / (PLAN_GRID_RATE * g) + 4.0 * rows * cc * F4 / mc->stream_bw;
             }
         }
         st->prune_s = nl * ps;
