@@ -591,6 +591,17 @@ static void grid_rows(int64_t rows, int G, int j, int64_t *row0, int64_t *n) {
     *n = b - a;
 }
 
+// Every stage rank's share of a (rows, cols) sublayer for the gathers: counts[j] entries at
+// offset counts[G + j], as grid_rows splits the rows.
+static void grid_counts(int64_t rows, int64_t cols, int G, int *counts) {
+    for (int j = 0; j < G; j++) {
+        int64_t a, n;
+        grid_rows(rows, G, j, &a, &n);
+        counts[j] = (int)(n * cols);
+        counts[G + j] = (int)(a * cols);
+    }
+}
+
 // (stage collective) The grids, one per input group of the stage's layers.
 static int grid_init(run_ctx *c) {
     int rc = SDS_OK;
@@ -724,12 +735,7 @@ static int grid_prune_sublayer(run_ctx *c, grid_stats *gs, sds_linear_ref r, con
         int *counts = sds_malloc((size_t)G * 2 * sizeof(int), "row counts");
         rc = stage_ok(c, counts ? SDS_OK : SDS_ERR_IO, &own) ? SDS_OK : own;
         if (rc == SDS_OK) {
-            for (int j = 0; j < G; j++) {
-                int64_t a, n;
-                grid_rows(r.rows, G, j, &a, &n);
-                counts[j] = (int)(n * r.cols);
-                counts[G + j] = (int)(a * r.cols);
-            }
+            grid_counts(r.rows, r.cols, G, counts);
             MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, r.w, counts, counts + G, MPI_FLOAT,
                            c->si.scomm);
         }
@@ -936,12 +942,7 @@ static int grid_layer(run_ctx *c, grid_stats *gs, int64_t l, int ks, int G, sds_
         if (rc == SDS_OK)
             rc = sds_agree(comm, mine && c->si.srank == 0 && !full ? SDS_ERR_IO : SDS_OK);
         if (rc == SDS_OK && mine) {
-            for (int j = 0; j < G; j++) {
-                int64_t a, n;
-                grid_rows(r.rows, G, j, &a, &n);
-                counts[j] = (int)(n * r.cols);
-                counts[G + j] = (int)(a * r.cols);
-            }
+            grid_counts(r.rows, r.cols, G, counts);
             MPI_Gatherv(mask, (int)(nrows * r.cols), MPI_BYTE, full, counts, counts + G, MPI_BYTE,
                         0, c->si.scomm);
         }
