@@ -936,7 +936,7 @@ static int grid_layer(run_ctx *c, grid_stats *gs, int64_t l, int ks, int G, sds_
             rc = sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, row0, nrows,
                                     mine ? r.w + row0 * r.cols : NULL, mask, &rp->st);
         }
-        // rank 0 keeps every mask for checkpoints: the stage's leader gathers this one
+        // the stage's leader keeps its layers' masks for checkpoints: it gathers this one
         if (rc == SDS_OK && mine && c->si.srank == 0)
             full = sds_malloc((size_t)(r.rows * r.cols), "mask");
         if (rc == SDS_OK)
@@ -980,20 +980,6 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     stage_info si;
     memset(&si, 0, sizeof si);
     rc = sds_agree(comm, choose_stages(comm, &o, &m.cfg, &si.S));
-    if (rc == SDS_OK && si.S > 1 && o.every_layer)
-        rc = sds_agree(comm, sds_error_set(SDS_ERR_USAGE,
-                                           "--checkpoint-every-layer: checkpoints are not written "
-                                           "with --stages %d yet (run with --stages 1)",
-                                           si.S));
-    if (rc == SDS_OK && si.S > 1 && o.resume) {
-        // (job scripts always pass --resume: a staged run starts from scratch, and a signal
-        // ends it without a checkpoint and without exit 75, so nothing requeues it)
-        if (rank == 0)
-            printf("--resume: checkpoints are not written with --stages %d yet; starting from "
-                   "scratch\n",
-                   si.S);
-        o.resume = 0;
-    }
     const int64_t L = m.cfg.n_layers;
     sds_model_free(&m);
     if (rc != SDS_OK) return rc;
@@ -1064,7 +1050,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     const int32_t n_lin = sds_model_n_linear(&m);
     sds_sublayer_report *rep = sds_calloc((size_t)(L * n_lin), sizeof *rep, "report");
     sds_prune_ckpt ck;
-    rc = sds_prune_ckpt_init(&ck, o.out, &m, rank);
+    rc = sds_prune_ckpt_init(&ck, o.out, &m, comm, si.S, si.scomm);
     rc = sds_agree(comm, rc == SDS_OK && !rep ? SDS_ERR_IO : rc);
     sds_prune_state st = {&m, rep, opts_text, fp, fp, NULL, NULL, n_local, T, C};
     int64_t last_done = -1; // the last layer restored from the checkpoint
@@ -1123,7 +1109,9 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         for (int64_t s = 0; s < n_local; s++)
             sds_model_embed(&m, samples + (lo + s) * T, T, c.inps + s * T * C, &c.w);
     if (two_paths && si.stage == 0) memcpy(c.inps_d, c.inps, act_bytes);
-    if (si.stage > 0) post_receives(&c);
+    // (resuming: the stage that works on the next layer reads its inputs from the checkpoint,
+    // and the stages before it send nothing more)
+    if (si.stage > sds_prune_ckpt_acts_stage(&ck, last_done)) post_receives(&c);
 
     sds_h5out *h5 = NULL;
     rc = sds_agree(comm, sds_h5out_create(comm, o.out, &h5));
@@ -1277,20 +1265,13 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         // 4. a signal (or the test hook) stops the run here, after a checkpoint
         if (rc != SDS_OK) break;
         const int why = sds_stop_agree(comm, l);
-        if (why != SDS_STOP_NONE && si.S > 1) {
-            if (rank == 0) {
-                fprintf(stderr,
-                        "sds-mpi: %s: stopped after layer %lld (%lld of %lld layers done); "
-                        "checkpoints are not written with --stages > 1 yet, nothing was kept "
-                        "(exit %d)\n",
-                        sds_stop_name(why), (long long)l, (long long)(l + 1), (long long)L,
-                        SDS_ERR_IO);
-                fflush(stderr);
-            }
-            rc = SDS_ERR_IO;
-            break;
-        }
         if (why != SDS_STOP_NONE || o.every_layer) {
+            // the next stage's inputs have all been sent (blocking sends): complete the receives
+            if (c.rreq && si.stage == sds_prune_ckpt_acts_stage(&ck, l)) {
+                const double tw = sds_now();
+                MPI_Waitall((int)(2 * n_local), c.rreq, MPI_STATUSES_IGNORE);
+                c.t_handoff += sds_now() - tw;
+            }
             st.fp = fp;
             rc = sds_prune_ckpt_save(comm, &ck, &st, l);
         }

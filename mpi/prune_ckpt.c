@@ -3,13 +3,14 @@
 
 #include "agree.h"
 #include "sds_error.h"
+#include "stage_map.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#define CKPT_MASK_TAG 7501 // point-to-point: a sublayer's packed mask, owner -> rank 0
+#define CKPT_MASK_TAG 7501 // point-to-point: a sublayer's packed mask, owner -> keeper
 
 static void hex64(uint64_t v, char out[17]) {
     snprintf(out, 17, "%016llx", (unsigned long long)v);
@@ -20,17 +21,40 @@ static const char *base_name(const char *path) {
     return s ? s + 1 : path;
 }
 
-int sds_prune_ckpt_init(sds_prune_ckpt *c, const char *out, sds_model *m, int rank) {
+int sds_prune_ckpt_init(sds_prune_ckpt *c, const char *out, sds_model *m, MPI_Comm comm, int S,
+                        MPI_Comm scomm) {
     memset(c, 0, sizeof *c);
     c->saved_layer = -1;
     c->L = m->cfg.n_layers;
     c->n_lin = sds_model_n_linear(m);
+    MPI_Comm_rank(comm, &c->rank);
+    MPI_Comm_size(comm, &c->P);
+    c->S = S;
+    c->stage = sds_stage_of_rank(c->P, S, c->rank);
+    c->scomm = scomm;
+    int64_t llo, lhi;
+    sds_stage_layers(c->L, S, c->stage, &llo, &lhi);
+    c->shape_layer = llo;
     if ((size_t)snprintf(c->dir, sizeof c->dir, "%s.ckpt", out) >= sizeof c->dir - 64)
         return sds_error_set(SDS_ERR_USAGE, "--out %s: path too long", out);
-    if (rank != 0) return SDS_OK;
     c->masks = sds_calloc((size_t)(c->L * c->n_lin), sizeof *c->masks, "checkpoint masks");
     c->layer_info = sds_calloc((size_t)c->L, sizeof *c->layer_info, "checkpoint files");
     return c->masks && c->layer_info ? SDS_OK : SDS_ERR_IO;
+}
+
+int sds_prune_ckpt_keeper(const sds_prune_ckpt *c, int64_t l) {
+    int lo, hi;
+    sds_stage_ranks(c->P, c->S, sds_stage_of_layer(c->L, c->S, l), &lo, &hi);
+    return lo;
+}
+
+int sds_prune_ckpt_acts_stage(const sds_prune_ckpt *c, int64_t layer) {
+    return sds_stage_of_layer(c->L, c->S, layer + 1 < c->L ? layer + 1 : c->L - 1);
+}
+
+// The sequences whose activations this rank saves after `layer`.
+static int64_t acts_held(const sds_prune_ckpt *c, const sds_prune_state *s, int64_t layer) {
+    return c->stage == sds_prune_ckpt_acts_stage(c, layer) ? s->n_local : 0;
 }
 
 void sds_prune_ckpt_free(sds_prune_ckpt *c) {
@@ -54,22 +78,21 @@ static void mask_unpack(const uint8_t *packed, int64_t numel, uint8_t *mask) {
 
 int sds_prune_ckpt_keep_mask(MPI_Comm comm, sds_prune_ckpt *c, int64_t layer, int32_t i, int owner,
                              const uint8_t *mask, int64_t numel) {
-    int rank;
-    MPI_Comm_rank(comm, &rank);
+    const int rank = c->rank, keeper = sds_prune_ckpt_keeper(c, layer);
     const size_t nb = (size_t)((numel + 7) / 8);
     uint8_t *packed = NULL;
-    if (rank == owner || rank == 0) packed = sds_malloc(nb, "packed mask");
-    int rc = sds_agree(comm, (rank == owner || rank == 0) && !packed ? SDS_ERR_IO : SDS_OK);
+    if (rank == owner || rank == keeper) packed = sds_malloc(nb, "packed mask");
+    int rc = sds_agree(comm, (rank == owner || rank == keeper) && !packed ? SDS_ERR_IO : SDS_OK);
     if (rc != SDS_OK) {
         free(packed);
         return rc;
     }
     if (rank == owner) mask_pack(mask, numel, packed);
-    if (owner != 0 && rank == owner)
-        MPI_Send(packed, (int)nb, MPI_BYTE, 0, CKPT_MASK_TAG, comm);
-    else if (owner != 0 && rank == 0)
+    if (owner != keeper && rank == owner)
+        MPI_Send(packed, (int)nb, MPI_BYTE, keeper, CKPT_MASK_TAG, comm);
+    else if (owner != keeper && rank == keeper)
         MPI_Recv(packed, (int)nb, MPI_BYTE, owner, CKPT_MASK_TAG, comm, MPI_STATUS_IGNORE);
-    if (rank == 0) {
+    if (rank == keeper) {
         const int64_t k = layer * c->n_lin + i;
         free(c->masks[k]);
         c->masks[k] = packed;
@@ -198,18 +221,7 @@ static int meta_check(sds_prune_ckpt *c, json_t *meta, sds_prune_state *s, int n
                              (long long)json_integer_value(jn), (long long)c->L, (int)c->n_lin);
     const int64_t lst = json_integer_value(jlast);
     if (lst < 0 || lst >= c->L) return meta_bad(path, "last_completed_layer");
-    // the dense weights of the layers done, folded in as the uninterrupted run folds them
-    uint64_t fp = s->fp;
-    for (int64_t l = 0; l <= lst; l++)
-        for (int32_t i = 0; i < c->n_lin; i++) {
-            const sds_linear_ref r = sds_model_linear(s->m, l, i);
-            fp = sds_fnv1a64(fp, r.w, (size_t)(r.rows * r.cols) * sizeof(float));
-        }
-    if (!hex_equal(json_object_get(meta, "fingerprint"), fp))
-        return sds_error_set(SDS_ERR_USAGE,
-                             "--resume: the model's weights differ from those the checkpoint in "
-                             "%s was made from (remove %s to start over)",
-                             c->dir, c->dir);
+    if (!json_is_string(json_object_get(meta, "fingerprint"))) return meta_bad(path, "fingerprint");
     const json_t *subs = json_object_get(meta, "sublayers"),
                  *lfiles = json_object_get(meta, "layer_files"),
                  *rfiles = json_object_get(meta, "rank_files");
@@ -226,7 +238,7 @@ static int meta_check(sds_prune_ckpt *c, json_t *meta, sds_prune_state *s, int n
         const int32_t i = (int32_t)(k % c->n_lin);
         sds_model_linear_module(s->m, l, i, rp->name, sizeof rp->name);
         const char *nm = json_string_value(json_object_get(e, "name"));
-        const sds_linear_ref r = sds_model_linear(s->m, l, i);
+        const sds_linear_ref r = sds_model_linear(s->m, c->shape_layer, i);
         if (!nm || strcmp(nm, rp->name) != 0 ||
             json_integer_value(json_object_get(e, "rows")) != r.rows ||
             json_integer_value(json_object_get(e, "cols")) != r.cols)
@@ -239,9 +251,38 @@ static int meta_check(sds_prune_ckpt *c, json_t *meta, sds_prune_state *s, int n
         SDS_TRY(sds_ckpt_info_parse(json_array_get(lfiles, (size_t)l), path, &c->layer_info[l]));
         SDS_TRY(sds_ckpt_file_check_size(lp, &c->layer_info[l]));
     }
-    s->fp = fp;
     *last = lst;
     return SDS_OK;
+}
+
+// (collective) The dense weights of layers 0..last folded into s->fp as the uninterrupted run
+// folds them: each stage's leader folds its layers and hands the value on. Rank 0 compares it
+// with meta.json's; the agreed status.
+static int fingerprint_check(MPI_Comm comm, sds_prune_ckpt *c, sds_prune_state *s, int64_t last) {
+    uint64_t fp = s->fp;
+    for (int k = 0; k < c->S; k++) {
+        int64_t llo, lhi;
+        int rlo, rhi;
+        sds_stage_layers(c->L, c->S, k, &llo, &lhi);
+        sds_stage_ranks(c->P, c->S, k, &rlo, &rhi);
+        if (llo > last) break;
+        if (c->rank == rlo)
+            for (int64_t l = llo; l < lhi && l <= last; l++)
+                for (int32_t i = 0; i < c->n_lin; i++) {
+                    const sds_linear_ref r = sds_model_linear(s->m, l, i);
+                    fp = sds_fnv1a64(fp, r.w, (size_t)(r.rows * r.cols) * sizeof(float));
+                }
+        MPI_Bcast(&fp, 1, MPI_UINT64_T, rlo, comm);
+    }
+    int rc = SDS_OK;
+    if (c->rank == 0 && !hex_equal(json_object_get(c->meta, "fingerprint"), fp))
+        rc = sds_error_set(SDS_ERR_USAGE,
+                           "--resume: the model's weights differ from those the checkpoint in "
+                           "%s was made from (remove %s to start over)",
+                           c->dir, c->dir);
+    rc = sds_agree(comm, rc);
+    if (rc == SDS_OK) s->fp = fp;
+    return rc;
 }
 
 // (rank 0) Reads and checks meta.json; *last = -1 when the run starts from scratch.
@@ -284,6 +325,10 @@ int sds_prune_ckpt_open(MPI_Comm comm, sds_prune_ckpt *c, int resume, sds_prune_
     MPI_Bcast(&lst, 1, MPI_INT64_T, 0, comm);
     *last = lst;
     if (lst < 0) return SDS_OK;
+    rc = fingerprint_check(comm, c, s, lst);
+    if (rc != SDS_OK) return rc;
+    // the layer files' sizes and checksums, for their keepers
+    MPI_Bcast(c->layer_info, (int)((lst + 1) * (int64_t)sizeof *c->layer_info), MPI_BYTE, 0, comm);
     // each rank's activation file: its size and checksum as meta.json records them
     uint64_t *all = NULL, mine[2] = {0, 0};
     int local = SDS_OK;
@@ -317,62 +362,62 @@ int sds_prune_ckpt_open(MPI_Comm comm, sds_prune_ckpt *c, int resume, sds_prune_
 
 int sds_prune_ckpt_restore(MPI_Comm comm, sds_prune_ckpt *c, sds_prune_state *s, int64_t last,
                            sds_h5out *h5) {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    const int rank = c->rank, size = c->P;
     const int32_t n = c->n_lin;
     SDS_ASSERT(n <= CKPT_MAX_LINEAR);
     // statistics and names: rank 0 read them from meta.json
     MPI_Bcast(s->rep, (int)((last + 1) * n * (int64_t)sizeof *s->rep), MPI_BYTE, 0, comm);
+    // (every layer has the same shapes)
     int64_t max_numel = 0;
     sds_ckpt_shape shapes[CKPT_MAX_LINEAR];
-    for (int64_t l = 0; l <= last; l++) {
-        int64_t mx;
-        layer_shapes(s->m, l, n, shapes, &mx);
-        if (mx > max_numel) max_numel = mx;
-    }
-    uint8_t *mask = rank == 0 ? sds_malloc((size_t)max_numel, "checkpoint mask") : NULL;
-    int rc = sds_agree(comm, rank == 0 && !mask ? SDS_ERR_IO : SDS_OK);
+    layer_shapes(s->m, c->shape_layer, n, shapes, &max_numel);
+    int64_t first_kept = 0; // the first layer this rank keeps (only keepers read files)
+    while (first_kept <= last && sds_prune_ckpt_keeper(c, first_kept) != rank) first_kept++;
+    uint8_t *mask = first_kept <= last ? sds_malloc((size_t)max_numel, "checkpoint mask") : NULL;
+    int rc = sds_agree(comm, first_kept <= last && !mask ? SDS_ERR_IO : SDS_OK);
     for (int64_t l = 0; l <= last && rc == SDS_OK; l++) {
-        int64_t mx;
-        layer_shapes(s->m, l, n, shapes, &mx);
+        // layer l's keeper reads its file; the stage that owns it gets the weights
+        const int keeper = sds_prune_ckpt_keeper(c, l);
+        const int here = sds_stage_of_layer(c->L, c->S, l) == c->stage;
         char path[4200];
         sds_ckpt_layer_path(c->dir, l, path, sizeof path);
         sds_ckpt_reader *rd = NULL;
-        rc = sds_agree(comm, rank == 0
+        rc = sds_agree(comm, rank == keeper
                                  ? sds_ckpt_layer_open(path, l, n, shapes, &c->layer_info[l], &rd)
                                  : SDS_OK);
         for (int32_t i = 0; i < n && rc == SDS_OK; i++) {
-            const sds_linear_ref r = sds_model_linear(s->m, l, i);
             const int64_t k = l * n + i;
+            const int64_t rows = shapes[i].rows, cols = shapes[i].cols;
+            float *w = here ? sds_model_linear(s->m, l, i).w : NULL;
             int local = SDS_OK;
-            if (rank == 0) {
-                local = sds_ckpt_layer_get(rd, r.w, mask);
+            if (rank == keeper) {
+                local = sds_ckpt_layer_get(rd, w, mask);
                 free(c->masks[k]);
-                c->masks[k] = sds_malloc((size_t)((r.rows * r.cols + 7) / 8), "packed mask");
+                c->masks[k] = sds_malloc((size_t)((rows * cols + 7) / 8), "packed mask");
                 if (local == SDS_OK && !c->masks[k]) local = SDS_ERR_IO;
-                if (local == SDS_OK) mask_pack(mask, r.rows * r.cols, c->masks[k]);
+                if (local == SDS_OK) mask_pack(mask, rows * cols, c->masks[k]);
             }
             rc = sds_agree(comm, local);
             if (rc != SDS_OK) break;
-            MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, 0, comm);
+            if (here) MPI_Bcast(w, (int)(rows * cols), MPI_FLOAT, 0, c->scomm);
             const sds_sublayer_report *rp = &s->rep[k];
-            rc = sds_agree(comm, sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, 0,
-                                                    rank == 0 ? r.rows : 0, rank == 0 ? r.w : NULL,
-                                                    rank == 0 ? mask : NULL, &rp->st));
+            rc = sds_agree(comm,
+                           sds_h5out_sublayer(h5, rp->name, rows, cols, 0,
+                                              rank == keeper ? rows : 0, rank == keeper ? w : NULL,
+                                              rank == keeper ? mask : NULL, &rp->st));
         }
         if (rc != SDS_OK) {
             sds_ckpt_reader_abort(rd);
             break;
         }
-        rc = sds_agree(comm, rank == 0 ? sds_ckpt_reader_finish(rd) : SDS_OK);
+        rc = sds_agree(comm, rank == keeper ? sds_ckpt_reader_finish(rd) : SDS_OK);
     }
     free(mask);
     if (rc == SDS_OK) {
         char path[4200];
         sds_ckpt_acts_path(c->dir, rank, last, path, sizeof path);
         const sds_ckpt_acts_header hd = {
-            rank, size, last, s->n_local, s->T, s->C, s->inps_d != NULL};
+            rank, size, last, acts_held(c, s, last), s->T, s->C, s->inps_d != NULL};
         rc = sds_agree(comm, sds_ckpt_acts_read(path, &hd, &c->acts_info, s->inps, s->inps_d));
     }
     if (rc != SDS_OK) return rc;
@@ -392,7 +437,7 @@ int sds_prune_ckpt_restore(MPI_Comm comm, sds_prune_ckpt *c, sds_prune_state *s,
 
 // ---- saving ----
 
-// (rank 0) Writes layer l's file from the model's weights and the kept masks.
+// (layer l's keeper) Writes layer l's file from the model's weights and the kept masks.
 static int write_layer(sds_prune_ckpt *c, sds_model *m, int64_t l) {
     const int32_t n = c->n_lin;
     sds_ckpt_shape shapes[CKPT_MAX_LINEAR];
@@ -442,7 +487,7 @@ static int write_meta(sds_prune_ckpt *c, const sds_prune_state *s, int64_t layer
     json_object_set_new(root, "fingerprint", json_string(hex));
     json_t *subs = json_array();
     for (int64_t k = 0; k < (layer + 1) * c->n_lin; k++) {
-        const sds_linear_ref r = sds_model_linear(s->m, k / c->n_lin, (int32_t)(k % c->n_lin));
+        const sds_linear_ref r = sds_model_linear(s->m, c->shape_layer, (int32_t)(k % c->n_lin));
         json_array_append_new(subs, json_pack("{s:s,s:I,s:I,s:o}", "name", s->rep[k].name, "rows",
                                               (json_int_t)r.rows, "cols", (json_int_t)r.cols,
                                               "stats", sds_ckpt_stats_json(&s->rep[k].st)));
@@ -465,9 +510,7 @@ static int write_meta(sds_prune_ckpt *c, const sds_prune_state *s, int64_t layer
 }
 
 int sds_prune_ckpt_save(MPI_Comm comm, sds_prune_ckpt *c, const sds_prune_state *s, int64_t layer) {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    const int rank = c->rank, size = c->P;
     SDS_ASSERT(c->n_lin <= CKPT_MAX_LINEAR && layer > c->saved_layer);
     uint64_t *acts = NULL;
     int local = SDS_OK;
@@ -480,15 +523,26 @@ int sds_prune_ckpt_save(MPI_Comm comm, sds_prune_ckpt *c, const sds_prune_state 
         free(acts);
         return rc;
     }
-    // 1. rank 0: the layers not yet on disk; every rank: its activations
-    for (int64_t l = c->layers_on_disk; rank == 0 && l <= layer && local == SDS_OK; l++)
-        local = write_layer(c, s->m, l);
+    // 1. each keeper: its layers not yet on disk; every rank: its activations (if it holds any)
+    for (int64_t l = c->layers_on_disk; l <= layer && local == SDS_OK; l++)
+        if (sds_prune_ckpt_keeper(c, l) == rank) local = write_layer(c, s->m, l);
     char path[4200];
     sds_ckpt_acts_path(c->dir, rank, layer, path, sizeof path);
-    const sds_ckpt_acts_header hd = {rank, size, layer, s->n_local, s->T, s->C, s->inps_d != NULL};
+    const sds_ckpt_acts_header hd = {
+        rank, size, layer, acts_held(c, s, layer), s->T, s->C, s->inps_d != NULL};
     sds_ckpt_file_info mine = {0, 0};
     const int arc = sds_ckpt_acts_write(path, &hd, s->inps, s->inps_d, &mine);
     rc = sds_agree(comm, local != SDS_OK ? local : arc);
+    // the new layer files' sizes and checksums, from their keepers to every rank (each entry is
+    // set on one rank, zero on the others)
+    if (rc == SDS_OK && layer >= c->layers_on_disk) {
+        const int64_t n_new = layer + 1 - c->layers_on_disk;
+        sds_ckpt_file_info *fresh = c->layer_info + c->layers_on_disk;
+        for (int64_t l = 0; l < n_new; l++)
+            if (sds_prune_ckpt_keeper(c, c->layers_on_disk + l) != rank)
+                fresh[l] = (sds_ckpt_file_info){0, 0};
+        MPI_Allreduce(MPI_IN_PLACE, fresh, (int)(2 * n_new), MPI_UINT64_T, MPI_BOR, comm);
+    }
     // 2. rank 0: meta.json, naming every file with its size and checksum, renamed last
     if (rc == SDS_OK) {
         const uint64_t pair[2] = {mine.bytes, mine.checksum};

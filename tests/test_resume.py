@@ -25,6 +25,11 @@ Checks:
 (e) A truncated rank-1 activation file, a flipped byte in a layer file, a truncated meta.json:
     exit 3 on every rank, one message naming the file.
 (f) --resume with no checkpoint: a line saying so, then a run from scratch with identical output.
+(h) Pipeline stages: SparseGPT on 4 ranks in 2 stages stopped after layer 0 (a stage boundary)
+    and layer 1 (inside the second stage), SDS (dense target) on 3 ranks in 3 stages resumed and
+    stopped again, --checkpoint-every-layer with 2 stages: only the ranks of the stage that works
+    on the next layer save activations, every layer file is there, the resumed output is bitwise
+    the uninterrupted staged run's; --resume with another --stages: exit 2 naming it.
 (g) The job scripts: both pass `bash -n`; jobs/slurm_prune.sbatch with stand-ins for srun (runs
     mpirun) and scontrol (records its arguments) and SLURM_JOB_ID set: USR1 to the batch script
     mid-run reaches the ranks, exit 75, `scontrol requeue JOBID`; the requeued run resumes to the
@@ -130,12 +135,12 @@ def meta_of(out):
     return json.load(open(p)) if os.path.exists(p) else None
 
 
-def stopped_run(tag, args, layer, tmp, out):
+def stopped_run(tag, args, layer, tmp, out, np_=2):
     """Runs with the test hook stopping after `layer`; checks exit 75 everywhere and the state."""
-    rc, so, se, codes = sds_run.run(2, args, env={"SDS_TEST_STOP_AFTER_LAYER": str(layer)})
+    rc, so, se, codes = sds_run.run(np_, args, env={"SDS_TEST_STOP_AFTER_LAYER": str(layer)})
     msgs = messages(se)
     meta = meta_of(out)
-    ok = codes == [75, 75] and len(msgs) == 1
+    ok = codes == [75] * np_ and len(msgs) == 1
     ok = ok and "--resume" in msgs[0] and out + ".ckpt" in msgs[0] and "exit 75" in msgs[0]
     ok = ok and meta is not None and meta["last_completed_layer"] == layer
     ok = ok and not os.path.exists(out) and not os.path.exists(out + ".json")
@@ -146,9 +151,9 @@ def stopped_run(tag, args, layer, tmp, out):
     return ok
 
 
-def resumed_run(tag, args, full, out, stdout_full, expect_from):
-    rc, so, se, codes = sds_run.run(2, args + ["--resume"])
-    ok = codes == [0, 0] and ("resumed from %s.ckpt: layers 0-%d" % (out, expect_from)) in so
+def resumed_run(tag, args, full, out, stdout_full, expect_from, np_=2):
+    rc, so, se, codes = sds_run.run(np_, args + ["--resume"])
+    ok = codes == [0] * np_ and ("resumed from %s.ckpt: layers 0-%d" % (out, expect_from)) in so
     same, why = same_output(full, out) if ok else (False, se[-600:])
     table = summary_table(so) == summary_table(stdout_full)
     gone = not os.path.exists(out + ".ckpt")
@@ -375,6 +380,73 @@ def main():
         report(codes == [0, 0] and said and same,
                "--resume without a checkpoint: codes %s, %s, %s" %
                (codes, "says so" if said else "SAYS NOTHING", why))
+
+        # (h) pipeline stages: each stage's leader writes its layers' files, the stage that
+        # works on the next layer its activations; resumed runs are bitwise the uninterrupted
+        # staged run (SparseGPT on the stages' grids; SDS with the dense target on the owners)
+        staged = sds_run.pick([("opt-preln", "sparsegpt", 4, 2, [0, 1]),
+                               ("llama-gqa", "sds", 3, 3, [0])],
+                              [("opt-preln", "sparsegpt", 4, 2, [1]),
+                               ("llama-gqa", "sds", 3, 3, [0])])
+        for mname, method, np_, S, stops in staged:
+            tag = "%s %s, %d ranks, %d stages" % (mname, method, np_, S)
+            stg = ["--stages", str(S)]
+            f = os.path.join(tmp, "full-staged-%s-%s.h5" % (mname, method))
+            rc, so_full, se, codes = sds_run.run(np_, prune_args(models[mname], method, f, extra=stg))
+            report(codes == [0] * np_ and ("stage %d: ranks" % (S - 1)) in so_full,
+                   "%s: uninterrupted run, codes %s" % (tag, codes))
+            for layer in stops:
+                out = os.path.join(tmp, "staged-%s-%s-%d.h5" % (mname, method, layer))
+                args = prune_args(models[mname], method, out, extra=stg)
+                if not stopped_run(tag, args, layer, tmp, out, np_):
+                    continue
+                # activations only from the stage that works on the next layer (header-only files
+                # from the others), and every layer file so far
+                d = out + ".ckpt"
+                sizes = [os.path.getsize(os.path.join(d, "rank-%d.after-layer-%04d.bin" % (r, layer)))
+                         for r in range(np_)]
+                holders = [r for r in range(np_) if sizes[r] > min(sizes)]
+                layers_ok = all(os.path.exists(os.path.join(d, "layer-%04d.bin" % k))
+                                for k in range(layer + 1))
+                report(0 < len(holders) < np_ and layers_ok,
+                       "%s: after layer %d: activation bytes per rank %s, layer files 0-%d %s" %
+                       (tag, layer, sizes, layer, "present" if layers_ok else "MISSING"))
+                if mname == "llama-gqa":
+                    # resumed (inside a later stage), stopped again, resumed again
+                    rc, so, se, codes = sds_run.run(np_, args + ["--resume"],
+                                                    env={"SDS_TEST_STOP_AFTER_LAYER": "1"})
+                    meta = meta_of(out)
+                    report(codes == [75] * np_ and meta and meta["last_completed_layer"] == 1,
+                           "%s: resumed, stopped again after layer 1: codes %s" % (tag, codes))
+                    layer = 1
+                resumed_run(tag, args, f, out, so_full, layer, np_)
+            # the staged checkpoint is refused by a run with other stages (naming --stages)
+            if mname == "opt-preln":
+                out = os.path.join(tmp, "staged-other.h5")
+                args = prune_args(models[mname], method, out, extra=stg)
+                if stopped_run(tag, args, 0, tmp, out, np_):
+                    other = prune_args(models[mname], method, out, extra=["--stages", "1", "--resume"])
+                    rc, so, se, codes = sds_run.run(np_, other, timeout=120)
+                    msgs = messages(se)
+                    report(codes == [2] * np_ and len(msgs) == 1 and "--stages" in msgs[0]
+                           and "--resume" in msgs[0],
+                           "%s: resumed with --stages 1: codes %s, %s" %
+                           (tag, codes, msgs[0] if msgs else se[-300:]))
+                    resumed_run(tag + ", after the refusal", args, f, out, so_full, 0, np_)
+        # --checkpoint-every-layer with stages: a checkpoint after each layer, the last one kept
+        model = models["opt-preln"]
+        f = os.path.join(tmp, "full-staged-every.h5")
+        stg = ["--stages", "2"]
+        rc, so_full, se, codes = sds_run.run(2, prune_args(model, "sds", f, extra=stg))
+        out = os.path.join(tmp, "staged-every.h5")
+        args = prune_args(model, "sds", out, extra=stg + ["--checkpoint-every-layer"])
+        if stopped_run("opt-preln sds, 2 stages, --checkpoint-every-layer", args, 1, tmp, out):
+            files = sorted(os.listdir(out + ".ckpt"))
+            report(files == ["layer-0000.bin", "layer-0001.bin", "meta.json",
+                             "rank-0.after-layer-0001.bin", "rank-1.after-layer-0001.bin"],
+                   "opt-preln sds, 2 stages, --checkpoint-every-layer: files %s" % files)
+            resumed_run("opt-preln sds, 2 stages, --checkpoint-every-layer",
+                        prune_args(model, "sds", out, extra=stg), f, out, so_full, 1)
 
         # (g) the job scripts, with stand-ins for the batch system's commands
         f, so_full = full_heavy
