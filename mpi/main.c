@@ -54,8 +54,9 @@ static const char *usage_text =
     "  --sds-iters N      gd/fista steps (default 200)\n"
     "  --sds-lr X         gd/fista step in units of 1/L (default 1)\n"
     "  --sds-l1 X, --sds-l2 X  relative L1 / L2 weights (default 0, 0)\n"
-    "  --sds-adjust-iters N  projected-gradient adjustment steps (default 20)\n"
+    "  --sds-adjust-iters N  projected-gradient adjustment steps (default 10)\n"
     "  --sds-adjust-lr X  their step in units of 1/L (default 1)\n"
+    "  --sds-adjust-solver S  adjustment steps: nesterov (accelerated, default) or gd (plain)\n"
     "  --sds-early-exit   skip the adjustment when the second pruning beats the first\n"
     "  --sds-no-redense   ablation: prune the first-pruned weights again, no re-dense step\n"
     "  --sparsity S       unstructured fraction (0 < S < 1) or N:M (N zeros in every M)\n"
@@ -259,6 +260,7 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         O_L2,
         O_AITERS,
         O_ALR,
+        O_ASOLVER,
         O_EARLY,
         O_NOREDENSE,
         O_MIX,
@@ -291,6 +293,7 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                          {"sds-l2", required_argument, 0, O_L2},
                                          {"sds-adjust-iters", required_argument, 0, O_AITERS},
                                          {"sds-adjust-lr", required_argument, 0, O_ALR},
+                                         {"sds-adjust-solver", required_argument, 0, O_ASOLVER},
                                          {"sds-early-exit", no_argument, 0, O_EARLY},
                                          {"sds-no-redense", no_argument, 0, O_NOREDENSE},
                                          {"sds-mix", required_argument, 0, O_MIX},
@@ -402,6 +405,18 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
             break;
         case O_ALR:
             SDS_TRY(parse_double("--sds-adjust-lr", optarg, 0.0, 2.0, &o->sds.adjust_lr));
+            sds_option = 1;
+            break;
+        case O_ASOLVER:
+            if (!strcmp(optarg, "gd"))
+                o->sds.adjust_nesterov = 0;
+            else if (!strcmp(optarg, "nesterov"))
+                o->sds.adjust_nesterov = 1;
+            else
+                return sds_error_set(SDS_ERR_USAGE,
+                                     "option --sds-adjust-solver: \"%s\" is not one of gd, "
+                                     "nesterov",
+                                     optarg);
             sds_option = 1;
             break;
         case O_EARLY:

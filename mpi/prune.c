@@ -97,6 +97,8 @@ static json_t *options_json(const sds_prune_opts *o, int nranks) {
         json_object_set_new(j, "sds_l2", json_real(s->l2));
         json_object_set_new(j, "sds_adjust_iters", json_integer(s->adjust_iters));
         json_object_set_new(j, "sds_adjust_lr", json_real(s->adjust_lr));
+        json_object_set_new(j, "sds_adjust_solver",
+                            json_string(s->adjust_nesterov ? "nesterov" : "gd"));
         json_object_set_new(j, "sds_early_exit", json_boolean(s->early_exit));
         json_object_set_new(j, "sds_redense", json_boolean(s->redense));
     }
@@ -234,6 +236,7 @@ static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_h
         add_extra(st, "rel_err_sds", info.rel_err_sds);
         add_extra(st, "kept_sds", info.kept_sds);
         add_extra(st, "adjust_steps", info.adjust_steps);
+        add_extra(st, "adjust_best", info.adjust_best);
         break;
     }
     }
@@ -873,7 +876,9 @@ static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model
     in.sds_dense_target = o->method == SDS_METHOD_SDS && o->sds.target == SDS_TARGET_DENSE;
     in.sds_auto_mix = in.sds_dense_target && o->sds.mix < 0.0;
     in.eval = o->eval != NULL || o->export_hf != NULL; // the last stage holds the head
+    in.sds_adjust_given = 1;
     in.sds_adjust_iters = o->sds.adjust_iters;
+    in.sds_adjust_nesterov = o->sds.adjust_nesterov;
     sds_plan_machine mc;
     sds_plan_machine_default(&mc);
     *S = sds_plan_default_stages(&in, &mc, mem);

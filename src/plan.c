@@ -1,5 +1,6 @@
 #include "plan.h"
 
+#include "sds.h"
 #include "stage_map.h"
 
 #include <math.h>
@@ -120,7 +121,10 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
         f += sparsegpt_flops(rows, cols) + 4.0 * rcc;
         break;
     default: { // SDS over SparseGPT (src/sds.c), ridge re-dense
-        const int adj = in->sds_adjust_iters > 0 ? in->sds_adjust_iters : 20;
+        sds_sds_opts d;
+        sds_sds_defaults(&d);
+        const int adj = in->sds_adjust_given ? in->sds_adjust_iters : d.adjust_iters;
+        const int nest = in->sds_adjust_given ? in->sds_adjust_nesterov : d.adjust_nesterov;
         const int dense = in->sds_dense_target;
         // first and second pruning
         f += 2.0 * sparsegpt_flops(rows, cols);
@@ -132,8 +136,9 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
         if (dense) f += cols * cols * cols / 3.0 + 2.0 * rcc;
         // --sds-mix auto: the blend's closed form (a Cholesky and a few products)
         if (in->sds_auto_mix) f += cols * cols * cols / 3.0 + 6.0 * rcc;
-        // each adjust step: a selection and ~8 passes over weight-sized arrays
-        s += adj * (nw * mc->select_s + 8.0 * nw * F4 / mc->stream_bw);
+        // each adjust step: a selection and ~8 passes over weight-sized arrays (~12 when
+        // accelerated: the previous iterate and product too)
+        s += adj * (nw * mc->select_s + (nest ? 12.0 : 8.0) * nw * F4 / mc->stream_bw);
         break;
     }
     }
@@ -174,6 +179,9 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
     const double E = c->arch == SDS_ARCH_OPT ? (double)c->word_embed_proj_dim : C;
     const int is_sds = in->method == 3, two = is_sds && in->sds_dense_target,
               auto_mix = two && in->sds_auto_mix, wanda = in->method == 1;
+    sds_sds_opts sdsd;
+    sds_sds_defaults(&sdsd);
+    const int adj_nesterov = in->sds_adjust_given ? in->sds_adjust_nesterov : sdsd.adjust_nesterov;
     const double g = mc->gemm_gflops * 1e9;
 
     // embeddings (stage 0) and head (last stage with --eval)
@@ -238,7 +246,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             // S, D, DG, Wc, Wb (weight-sized), two more masks, and one cols^2 (U or the ridge
             // matrix; while fixed_init runs, T and M instead of D and U: no more)
             b += 5.0 * nw * F4 + 2.0 * nw + ng * F4;
-            if (auto_mix) b += 3.0 * ng * F4; // the fitting Grams G_f, K_b, G_b
+            if (adj_nesterov) b += 2.0 * nw * F4; // the previous iterate and its product
+            if (auto_mix) b += 3.0 * ng * F4;     // the fitting Grams G_f, K_b, G_b
         }
         prune_mem = b > prune_mem ? b : prune_mem;
         lin_params += nw;

@@ -30,9 +30,11 @@ typedef struct {
     int sds_auto_mix;     // SDS: --sds-mix auto (held-out Grams)
     int eval;             // prune --eval: the last stage holds the head
     // optional (0 = none): bytes resident only while the model loads (a GGUF file is mapped
-    // whole while it is dequantised), and the SDS adjustment steps (0 = the default 20)
+    // whole while it is dequantised)
     double load_extra_bytes;
-    int sds_adjust_iters;
+    // optional: the SDS adjustment steps and whether they are accelerated (src/sds.h), when
+    // sds_adjust_given is set; else sds_sds_defaults'
+    int sds_adjust_given, sds_adjust_iters, sds_adjust_nesterov;
 } sds_plan_input;
 
 // Bytes one rank holds at its peak, by kind.

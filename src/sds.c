@@ -25,8 +25,9 @@ void sds_sds_defaults(sds_sds_opts *o) {
     o->lr = 1.0;
     o->l1 = 0.0;
     o->l2 = 0.0;
-    o->adjust_iters = 20;
+    o->adjust_iters = 10;
     o->adjust_lr = 1.0;
+    o->adjust_nesterov = 1;
     o->early_exit = 0;
     o->redense = 1;
     o->mix = 0.3;
@@ -370,7 +371,11 @@ int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, fl
     float *Wb = sds_malloc(nw * sizeof(float), "SDS weights");
     uint8_t *mc = sds_malloc(nw, "SDS mask");
     uint8_t *mb = sds_malloc(nw, "SDS mask");
-    int rc = D && DG && Wc && Wb && mc && mb ? SDS_OK : SDS_ERR_IO;
+    // (accelerated adjustment: the previous iterate and its product)
+    float *Wp = o->adjust_nesterov ? sds_malloc(nw * sizeof(float), "SDS weights") : NULL;
+    float *DGp = o->adjust_nesterov ? sds_malloc(nw * sizeof(float), "SDS scratch") : NULL;
+    int rc = D && DG && Wc && Wb && mc && mb && (!o->adjust_nesterov || (Wp && DGp)) ? SDS_OK
+                                                                                     : SDS_ERR_IO;
     double e1 = 0.0, eb = 0.0;
     if (rc == SDS_OK) {
         e1 = err_of(&f, W, D, DG);
@@ -396,15 +401,36 @@ int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, fl
         memcpy(mb, mc, nw);
         const int skip = o->early_exit && eb < e1;
         const float eta = f.lmax > 0.0 ? (float)(o->adjust_lr / (2.0 * f.lmax)) : 0.0f;
+        if (Wp) {
+            memcpy(Wp, Wc, nw * sizeof(float));
+            memcpy(DGp, DG, nw * sizeof(float));
+        }
+        double e_last = eb;
+        int32_t k = 0; // steps since the momentum was last reset
         for (int32_t it = 0; !skip && eta > 0.0f && it < o->adjust_iters && rc == SDS_OK; it++) {
-            // DG holds (Wc - W_d) G for the current Wc
-            for (size_t i = 0; i < nw; i++) Wc[i] -= eta * 2.0f * (DG[i] + (f.S ? f.S[i] : 0.0f));
+            // DG holds (Wc - W_d) G for the current Wc (DGp for the previous iterate Wp)
+            if (!Wp) {
+                for (size_t i = 0; i < nw; i++)
+                    Wc[i] -= eta * 2.0f * (DG[i] + (f.S ? f.S[i] : 0.0f));
+            } else {
+                const float beta = (float)k / (float)(k + 3), a = 1.0f + beta;
+                for (size_t i = 0; i < nw; i++) {
+                    const float y = a * Wc[i] - beta * Wp[i];
+                    const float g = a * DG[i] - beta * DGp[i] + (f.S ? f.S[i] : 0.0f);
+                    Wp[i] = Wc[i];
+                    DGp[i] = DG[i];
+                    Wc[i] = y - eta * 2.0f * g;
+                }
+            }
             rc = sds_magnitude_prune(Wc, p->rows, p->rows, p->cols, pat, NULL, NULL, mc);
             if (rc != SDS_OK) break;
             const double e = err_of(&f, Wc, D, DG);
             info->adjust_steps++;
+            k = e > e_last ? 0 : k + 1;
+            e_last = e;
             if (e < eb) {
                 eb = e;
+                info->adjust_best = it + 1;
                 memcpy(Wb, Wc, nw * sizeof(float));
                 memcpy(mb, mc, nw);
             }
@@ -427,6 +453,8 @@ int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, fl
     free(Wb);
     free(mc);
     free(mb);
+    free(Wp);
+    free(DGp);
     fixed_free(&f);
     return rc;
 }

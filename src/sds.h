@@ -26,8 +26,11 @@
 //   3. second pruning of the re-dense weights with the base method (SparseGPT on G, or
 //      Wanda with the input statistic), then weight adjustment: `adjust_iters` projected
 //      gradient steps of adjust_lr / L on err, the mask re-chosen by magnitude in the target
-//      pattern after each step (best iterate kept); skipped when `early_exit` is set and the
-//      second pruning already beats the first;
+//      pattern after each step (best iterate kept); with `adjust_nesterov` each step is taken
+//      from the extrapolated point W + k/(k+3) (W - W_prev) (k reset to 0 whenever err rises),
+//      still one rows x cols x cols product a step since (Y - W_d) G is the same combination
+//      of the two last products; skipped when `early_exit` is set and the second pruning
+//      already beats the first;
 //   4. the sublayer keeps whichever of W1 and the SDS result has the lower err.
 #pragma once
 #include "pattern.h"
@@ -42,17 +45,18 @@ typedef struct {
     sds_base base;
     sds_target target;
     sds_solver solver;
-    int32_t iters;        // re-dense steps (gd, fista)
-    double lr;            // re-dense step in units of 1/L
-    double l1, l2;        // relative regularisation weights (see above)
-    int32_t adjust_iters; // projected gradient steps after the second pruning
-    double adjust_lr;     // their step in units of 1/L
-    int32_t early_exit;   // skip the adjustment when the second pruning beats the first
-    int32_t redense;      // 0: skip step 2 (ablation: second pruning of W1 itself)
-    double mix;           // target dense only: X_t = (1 - mix) X_s + mix X_d (1: the dense path);
-                          // SDS_MIX_AUTO: chosen per sublayer on held-out sequences (below)
-    double percdamp;      // SparseGPT damping (also the ridge's)
-    int64_t blocksize;    // SparseGPT block
+    int32_t iters;           // re-dense steps (gd, fista)
+    double lr;               // re-dense step in units of 1/L
+    double l1, l2;           // relative regularisation weights (see above)
+    int32_t adjust_iters;    // projected gradient steps after the second pruning
+    double adjust_lr;        // their step in units of 1/L
+    int32_t adjust_nesterov; // 1: accelerated (momentum) adjustment steps, 0: plain
+    int32_t early_exit;      // skip the adjustment when the second pruning beats the first
+    int32_t redense;         // 0: skip step 2 (ablation: second pruning of W1 itself)
+    double mix;        // target dense only: X_t = (1 - mix) X_s + mix X_d (1: the dense path);
+                       // SDS_MIX_AUTO: chosen per sublayer on held-out sequences (below)
+    double percdamp;   // SparseGPT damping (also the ridge's)
+    int64_t blocksize; // SparseGPT block
 } sds_sds_opts;
 
 #define SDS_MIX_AUTO (-1.0)
@@ -80,6 +84,7 @@ typedef struct {
     double rel_err_final;   // of what is kept
     int32_t kept_sds;       // 1 when the SDS result replaced W1
     int32_t adjust_steps;   // adjustment steps taken (0 after an early exit)
+    int32_t adjust_best;    // the step whose iterate was kept (0: the second pruning's)
     double damping;         // relative damping of the second SparseGPT (0 for Wanda)
 } sds_sds_info;
 
