@@ -32,7 +32,7 @@ def main():
         all_runs = [(1, None), (2, None), (4, None), (1, {"OPENBLAS_NUM_THREADS": ""})]
         cases = [("opt-preln", 128, 0, all_runs), ("opt-postln-proj", 256, 0, all_runs),
                  ("opt-fp16-sharded", 200, 9, all_runs), ("llama3-rope", 128, 16, all_runs)]
-        cases += [(n, 64, 2, [(1, None)]) for n in fx.LLAMA_CONFIGS if n != "llama3-rope"]
+        cases += [(n, 64, 2, [(1, None)]) for n in fx.LLAMA_CHECKPOINTS if n != "llama3-rope"]
         for name, seqlen, maxw, runs in cases:
             t0 = time.time()
             path = fx.make(name)

@@ -573,7 +573,7 @@ def main():
         text_file = os.path.join(tmp, "text.txt")
         with open(text_file, "w", encoding="utf-8") as fh:
             fh.write(text)
-        for name in list(fx.OPT_CONFIGS) + list(fx.LLAMA_CONFIGS):
+        for name in fx.OPT_CHECKPOINTS + fx.LLAMA_CHECKPOINTS:
             check_fixture(name, tmp, text, text_file)
         check_prune_export(tmp)
         check_rounding(tmp)

@@ -34,7 +34,7 @@ def main():
     exe = sys.argv[1]
     names = []
     for a in sys.argv[2:] or ["opt", "llama"]:
-        names += {"opt": list(fx.OPT_CONFIGS), "llama": list(fx.LLAMA_CONFIGS)}.get(a, [a])
+        names += {"opt": fx.OPT_CHECKPOINTS, "llama": fx.LLAMA_CHECKPOINTS}.get(a, [a])
     text = open(fx.WIKI, encoding="utf-8").read()[:3000]
     ids = fx.opt_encode(text)[:200]
     g = torch.Generator().manual_seed(7)
