@@ -7,6 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+// The SDS adjustment steps the run will take: the input's when given, else the defaults.
+static void sds_adjust_of(const sds_plan_input *in, int *iters, int *nesterov) {
+    sds_sds_opts d;
+    sds_sds_defaults(&d);
+    *iters = in->sds_adjust_given ? in->sds_adjust_iters : d.adjust_iters;
+    *nesterov = in->sds_adjust_given ? in->sds_adjust_nesterov : d.adjust_nesterov;
+}
+
 #define F4 4.0 // bytes of an fp32
 // Bytes per entry of a cols x cols Gram as held and as all-reduced: fp32 today. (Exact sums in
 // 128-bit integers over the packed upper triangle would add ~8 bytes per entry held and make the
@@ -121,10 +129,8 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
         f += sparsegpt_flops(rows, cols) + 4.0 * rcc;
         break;
     default: { // SDS over SparseGPT (src/sds.c), ridge re-dense
-        sds_sds_opts d;
-        sds_sds_defaults(&d);
-        const int adj = in->sds_adjust_given ? in->sds_adjust_iters : d.adjust_iters;
-        const int nest = in->sds_adjust_given ? in->sds_adjust_nesterov : d.adjust_nesterov;
+        int adj, nest;
+        sds_adjust_of(in, &adj, &nest);
         const int dense = in->sds_dense_target;
         // first and second pruning
         f += 2.0 * sparsegpt_flops(rows, cols);
@@ -179,9 +185,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
     const double E = c->arch == SDS_ARCH_OPT ? (double)c->word_embed_proj_dim : C;
     const int is_sds = in->method == 3, two = is_sds && in->sds_dense_target,
               auto_mix = two && in->sds_auto_mix, wanda = in->method == 1;
-    sds_sds_opts sdsd;
-    sds_sds_defaults(&sdsd);
-    const int adj_nesterov = in->sds_adjust_given ? in->sds_adjust_nesterov : sdsd.adjust_nesterov;
+    int adj_iters, adj_nesterov;
+    sds_adjust_of(in, &adj_iters, &adj_nesterov);
     const double g = mc->gemm_gflops * 1e9;
 
     // embeddings (stage 0) and head (last stage with --eval)

@@ -83,6 +83,24 @@ static int g_cases[2][2], g_kept[2][2];
 static double g_cycle_gd, g_cycle_nesterov;
 static int g_cycles;
 
+// The first pruning with the base method from the dense weights, then SDS: W, mask, info.
+static int first_then_sds(const sds_problem *p, sds_base base, sds_pattern pat,
+                          const sds_sds_opts *o, float *W, uint8_t *mask, sds_sds_info *info) {
+    const size_t ng = (size_t)(p->cols * p->cols);
+    memcpy(W, p->Wd, (size_t)(p->rows * p->cols) * sizeof(float));
+    int rc;
+    if (base == SDS_BASE_WANDA) {
+        rc = sds_wanda_prune(W, p->rows, p->cols, p->stat, pat, mask);
+    } else {
+        float *U = xmalloc(ng * sizeof(float));
+        memcpy(U, p->G, ng * sizeof(float));
+        sds_sparsegpt_info si;
+        rc = sds_sparsegpt_prune(W, p->rows, p->cols, U, pat, &si, mask);
+        free(U);
+    }
+    return rc == SDS_OK ? sds_sds_run(p, pat, o, W, mask, info) : rc;
+}
+
 static void run_case(const char *file, const float *Wd, int64_t rows, int64_t cols, const float *Xs,
                      const float *Xt, int64_t nseq, int64_t seqlen, int setting, sds_base base,
                      const char *spars) {
@@ -142,17 +160,7 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
     for (int run = 0; run < 2 && rc == SDS_OK; run++) {
         W[run] = xmalloc(nw * sizeof(float));
         M[run] = xmalloc(nw);
-        memcpy(W[run], Wd, nw * sizeof(float));
-        if (base == SDS_BASE_WANDA) {
-            rc = sds_wanda_prune(W[run], rows, cols, h.wanda, pat, M[run]);
-        } else {
-            float *U = xmalloc((size_t)(cols * cols) * sizeof(float));
-            memcpy(U, h.H, (size_t)(cols * cols) * sizeof(float));
-            sds_sparsegpt_info si;
-            rc = sds_sparsegpt_prune(W[run], rows, cols, U, pat, &si, M[run]);
-            free(U);
-        }
-        if (rc == SDS_OK) rc = sds_sds_run(&p, pat, &o, W[run], M[run], &info[run]);
+        rc = first_then_sds(&p, base, pat, &o, W[run], M[run], &info[run]);
     }
     char label[160];
     snprintf(label, sizeof label, "%s %s %s over %s", file, spars,
@@ -208,19 +216,8 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
         on.adjust_nesterov = 0;
         float *Wn = xmalloc(nw * sizeof(float));
         uint8_t *Mn = xmalloc(nw);
-        memcpy(Wn, Wd, nw * sizeof(float));
         sds_sds_info inn;
-        int rn;
-        if (base == SDS_BASE_WANDA) {
-            rn = sds_wanda_prune(Wn, rows, cols, h.wanda, pat, Mn);
-        } else {
-            float *U = xmalloc((size_t)(cols * cols) * sizeof(float));
-            memcpy(U, h.H, (size_t)(cols * cols) * sizeof(float));
-            sds_sparsegpt_info si;
-            rn = sds_sparsegpt_prune(Wn, rows, cols, U, pat, &si, Mn);
-            free(U);
-        }
-        if (rn == SDS_OK) rn = sds_sds_run(&p, pat, &on, Wn, Mn, &inn);
+        const int rn = first_then_sds(&p, base, pat, &on, Wn, Mn, &inn);
         int64_t bad = 0, nz = 0;
         for (size_t i = 0; rn == SDS_OK && i < nw; i++) nz += Mn[i] && Wn[i] != 0.0f;
         if (rn == SDS_OK && pat.kind == SDS_PATTERN_NM)
