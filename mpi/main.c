@@ -59,6 +59,10 @@ static const char *usage_text =
     "  --sds-adjust-solver S  adjustment steps: nesterov (accelerated, default) or gd (plain)\n"
     "  --sds-early-exit   skip the adjustment when the second pruning beats the first\n"
     "  --sds-no-redense   ablation: prune the first-pruned weights again, no re-dense step\n"
+    "  --sds-order O      sequential (default): each layer's calibration inputs come from the\n"
+    "                     SDS-adjusted layers before it; parallel: from the first-pruned ones,\n"
+    "                     so that every stage runs SDS on its layers while the later stages\n"
+    "                     work (no checkpoints; a signal ends the run with exit 5, nothing kept)\n"
     "  --sparsity S       unstructured fraction (0 < S < 1) or N:M (N zeros in every M)\n"
     "  --out FILE.h5      pruned weights, masks and statistics (HDF5, written atomically)\n"
     "  --nsamples N       calibration windows (default 128)\n"
@@ -85,8 +89,8 @@ static const char *usage_text =
     "  --tokenizer DIR    tokenizer files to copy (default: the model's)\n"
     "\n"
     "sds-mpi plan --model M [-np P] [--stages S] [--nsamples 128] [--seqlen N]\n"
-    "             [--method M] [--sds-target T] [--sds-mix auto] [--eval] [--mem-per-rank GiB]\n"
-    "             [--machine FILE] [--json FILE]\n"
+    "             [--method M] [--sds-target T] [--sds-mix auto] [--sds-order O] [--eval]\n"
+    "             [--mem-per-rank GiB] [--machine FILE] [--json FILE]\n"
     "  --model M          as for eval; a directory with only config.json is enough\n"
     "  -np P              ranks of the planned run (default: this run's)\n"
     "  --stages S         pipeline stages (default: the fewest whose peak fits --mem-per-rank)\n"
@@ -267,7 +271,8 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         O_CTOK,
         O_RESUME,
         O_CKPT_EVERY,
-        O_STAGES
+        O_STAGES,
+        O_ORDER
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"calib", required_argument, 0, O_CALIB},
@@ -301,6 +306,7 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                          {"resume", no_argument, 0, O_RESUME},
                                          {"checkpoint-every-layer", no_argument, 0, O_CKPT_EVERY},
                                          {"stages", required_argument, 0, O_STAGES},
+                                         {"sds-order", required_argument, 0, O_ORDER},
                                          {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
@@ -419,6 +425,18 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                      optarg);
             sds_option = 1;
             break;
+        case O_ORDER:
+            if (!strcmp(optarg, "sequential"))
+                o->sds_parallel = 0;
+            else if (!strcmp(optarg, "parallel"))
+                o->sds_parallel = 1;
+            else
+                return sds_error_set(SDS_ERR_USAGE,
+                                     "option --sds-order: \"%s\" is not one of sequential, "
+                                     "parallel",
+                                     optarg);
+            sds_option = 1;
+            break;
         case O_EARLY:
             o->sds.early_exit = 1;
             sds_option = 1;
@@ -502,6 +520,10 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                              "option --method: \"%s\" is not one of magnitude, wanda, sparsegpt, "
                              "sds",
                              method);
+    if (o->sds_parallel && o->every_layer)
+        return sds_error_set(SDS_ERR_USAGE,
+                             "option --sds-order parallel keeps no checkpoints: drop "
+                             "--checkpoint-every-layer, or use --sds-order sequential");
     if (sds_option && o->method != SDS_METHOD_SDS)
         return sds_error_set(SDS_ERR_USAGE,
                              "options --base and --sds-* apply only to --method sds (got --method "

@@ -101,6 +101,8 @@ static json_t *options_json(const sds_prune_opts *o, int nranks) {
                             json_string(s->adjust_nesterov ? "nesterov" : "gd"));
         json_object_set_new(j, "sds_early_exit", json_boolean(s->early_exit));
         json_object_set_new(j, "sds_redense", json_boolean(s->redense));
+        json_object_set_new(j, "sds_order",
+                            json_string(o->sds_parallel ? "parallel" : "sequential"));
     }
     return j;
 }
@@ -167,6 +169,78 @@ static void add_extra(sds_h5out_stats *st, const char *name, double v) {
     st->extra[st->n_extra++] = v;
 }
 
+// Owner rank: the first pruning of sublayer r in place (the method, or SDS's base) into mask.
+static int first_prune(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
+                       uint8_t *mask, double *damping) {
+    *damping = 0.0;
+    const int wanda = o->method == SDS_METHOD_WANDA ||
+                      (o->method == SDS_METHOD_SDS && o->sds.base == SDS_BASE_WANDA);
+    if (o->method == SDS_METHOD_MAGNITUDE)
+        return sds_magnitude_prune(r.w, r.rows, r.rows, r.cols, o->pattern, NULL, NULL, mask);
+    if (wanda) return sds_wanda_prune(r.w, r.rows, r.cols, h->wanda, o->pattern, mask);
+    return sparsegpt_sublayer(o, r, h->H, mask, damping);
+}
+
+// Owner rank: SDS's steps 2-3 on sublayer r, first-pruned in place (mask), from its dense
+// weights; fills st's errors and extras. K, Gtt: the cross and target Grams (dense target),
+// else NULL; val: the held-out Grams for --sds-mix auto, else NULL.
+static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h, const float *K,
+                    const float *Gtt, const sds_problem *val, const float *dense, uint8_t *mask,
+                    sds_h5out_stats *st) {
+    int rc = SDS_OK;
+    sds_problem p = {r.rows, r.cols, dense, h->H, K, Gtt, h->wanda};
+    float *Kb = NULL, *Gb = NULL, *Gf = NULL;
+    double mix = K ? o->sds.mix : 0.0;
+    if (val) {
+        // --sds-mix auto: SDS is fitted on the even sequences only (G_f = G - G_v, ...),
+        // the blend chosen on the odd ones, so they stay held out through every layer
+        const size_t ng = (size_t)(r.cols * r.cols);
+        Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
+        Gb = sds_malloc(ng * sizeof(float), "SDS target Gram");
+        Gf = sds_malloc(ng * sizeof(float), "SDS fitting Gram");
+        if (!Kb || !Gb || !Gf) rc = SDS_ERR_IO;
+        if (rc == SDS_OK) {
+            for (size_t i = 0; i < ng; i++) {
+                Gf[i] = h->H[i] - val->G[i];
+                Kb[i] = K[i] - val->K[i];
+                Gb[i] = Gtt[i] - val->Gtt[i];
+            }
+            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, Gb, NULL};
+            rc = sds_sds_choose_mix(&fit, val, o->percdamp, &mix);
+        }
+        if (rc == SDS_OK) {
+            sds_sds_mix_target(Gf, Kb, Gb, r.cols, mix, Kb, Gb);
+            p.G = Gf;
+            p.K = Kb;
+            p.Gtt = Gb;
+        }
+    }
+    sds_sds_info info;
+    if (rc == SDS_OK) rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
+    free(Kb);
+    free(Gb);
+    free(Gf);
+    if (rc != SDS_OK) return rc;
+    add_extra(st, "sds_mix", mix);
+    st->rel_err_first = info.rel_err_first;
+    st->rel_err_final = info.rel_err_final;
+    add_extra(st, "rel_err_redense", info.rel_err_redense);
+    add_extra(st, "rel_err_second", info.rel_err_second);
+    add_extra(st, "rel_err_sds", info.rel_err_sds);
+    add_extra(st, "kept_sds", info.kept_sds);
+    add_extra(st, "adjust_steps", info.adjust_steps);
+    add_extra(st, "adjust_best", info.adjust_best);
+    return SDS_OK;
+}
+
+// The sparsity a pruned sublayer reached, into st.
+static void count_sparsity(sds_linear_ref r, sds_h5out_stats *st) {
+    const size_t numel = (size_t)(r.rows * r.cols);
+    size_t zeros = 0;
+    for (size_t i = 0; i < numel; i++) zeros += r.w[i] == 0.0f;
+    st->sparsity = (double)zeros / (double)numel;
+}
+
 // Owner rank: prunes one sublayer in place with the group's statistics; fills st and mask.
 // K, Gtt: SDS's cross Gram and target Gram (dense target), else NULL.
 // val: the held-out Grams for --sds-mix auto (G, K, Gtt of the odd sequences), else NULL.
@@ -177,77 +251,15 @@ static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_h
     float *dense = sds_malloc(numel * sizeof(float), "dense weights");
     if (!dense) return SDS_ERR_IO;
     memcpy(dense, r.w, numel * sizeof(float));
-    int rc = SDS_OK;
-    st->damping = 0.0;
-    switch (o->method) {
-    case SDS_METHOD_MAGNITUDE:
-        rc = sds_magnitude_prune(r.w, r.rows, r.rows, r.cols, o->pattern, NULL, NULL, mask);
-        break;
-    case SDS_METHOD_WANDA:
-        rc = sds_wanda_prune(r.w, r.rows, r.cols, h->wanda, o->pattern, mask);
-        break;
-    case SDS_METHOD_SPARSEGPT:
-        rc = sparsegpt_sublayer(o, r, h->H, mask, &st->damping);
-        break;
-    case SDS_METHOD_SDS: {
-        if (o->sds.base == SDS_BASE_WANDA)
-            rc = sds_wanda_prune(r.w, r.rows, r.cols, h->wanda, o->pattern, mask);
-        else
-            rc = sparsegpt_sublayer(o, r, h->H, mask, &st->damping);
-        if (rc != SDS_OK) break;
-        sds_problem p = {r.rows, r.cols, dense, h->H, K, Gtt, h->wanda};
-        float *Kb = NULL, *Gb = NULL, *Gf = NULL;
-        double mix = K ? o->sds.mix : 0.0;
-        if (val) {
-            // --sds-mix auto: SDS is fitted on the even sequences only (G_f = G - G_v, ...),
-            // the blend chosen on the odd ones, so they stay held out through every layer
-            const size_t ng = (size_t)(r.cols * r.cols);
-            Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
-            Gb = sds_malloc(ng * sizeof(float), "SDS target Gram");
-            Gf = sds_malloc(ng * sizeof(float), "SDS fitting Gram");
-            if (!Kb || !Gb || !Gf) rc = SDS_ERR_IO;
-            if (rc == SDS_OK) {
-                for (size_t i = 0; i < ng; i++) {
-                    Gf[i] = h->H[i] - val->G[i];
-                    Kb[i] = K[i] - val->K[i];
-                    Gb[i] = Gtt[i] - val->Gtt[i];
-                }
-                const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, Gb, NULL};
-                rc = sds_sds_choose_mix(&fit, val, o->percdamp, &mix);
-            }
-            if (rc == SDS_OK) {
-                sds_sds_mix_target(Gf, Kb, Gb, r.cols, mix, Kb, Gb);
-                p.G = Gf;
-                p.K = Kb;
-                p.Gtt = Gb;
-            }
-        }
-        sds_sds_info info;
-        if (rc == SDS_OK) rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
-        free(Kb);
-        free(Gb);
-        free(Gf);
-        if (rc != SDS_OK) break;
-        add_extra(st, "sds_mix", mix);
-        st->rel_err_first = info.rel_err_first;
-        st->rel_err_final = info.rel_err_final;
-        add_extra(st, "rel_err_redense", info.rel_err_redense);
-        add_extra(st, "rel_err_second", info.rel_err_second);
-        add_extra(st, "rel_err_sds", info.rel_err_sds);
-        add_extra(st, "kept_sds", info.kept_sds);
-        add_extra(st, "adjust_steps", info.adjust_steps);
-        add_extra(st, "adjust_best", info.adjust_best);
-        break;
-    }
-    }
+    int rc = first_prune(o, r, h, mask, &st->damping);
     double err = 0.0;
-    if (rc == SDS_OK && o->method != SDS_METHOD_SDS)
+    if (rc == SDS_OK && o->method == SDS_METHOD_SDS)
+        rc = sds_step(o, r, h, K, Gtt, val, dense, mask, st);
+    else if (rc == SDS_OK)
         rc = sds_hessian_recon_error(h->H, r.cols, dense, r.w, r.rows, &err);
     free(dense);
     if (rc != SDS_OK) return rc;
-    size_t zeros = 0;
-    for (size_t i = 0; i < numel; i++) zeros += r.w[i] == 0.0f;
-    st->sparsity = (double)zeros / (double)numel;
+    count_sparsity(r, st);
     if (o->method != SDS_METHOD_SDS) {
         st->rel_err_first = err;
         st->rel_err_final = err;
@@ -360,19 +372,27 @@ typedef struct {
     sds_xsum_t *Kacc[SDS_CAPTURE_GROUPS], *Kvacc[SDS_CAPTURE_GROUPS];
 } layer_stats;
 
+// Frees group g's statistics (its scratch too); with grams_too == 0 only the scratch: the
+// per-sequence input copies.
+static void layer_stats_free_group(layer_stats *ls, int32_t g, int grams_too) {
+    free(ls->xs_buf[g]);
+    free(ls->xd_buf[g]);
+    ls->xs_buf[g] = ls->xd_buf[g] = NULL;
+    if (!grams_too) return;
+    sds_hessian_free(&ls->h[g]);
+    sds_hessian_free(&ls->hd[g]);
+    sds_hessian_free(&ls->hv[g]);
+    sds_hessian_free(&ls->hdv[g]);
+    free(ls->K[g]);
+    free(ls->Kv[g]);
+    free(ls->Kacc[g]);
+    free(ls->Kvacc[g]);
+    ls->K[g] = ls->Kv[g] = NULL;
+    ls->Kacc[g] = ls->Kvacc[g] = NULL;
+}
+
 static void layer_stats_free(layer_stats *ls) {
-    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
-        sds_hessian_free(&ls->h[g]);
-        sds_hessian_free(&ls->hd[g]);
-        sds_hessian_free(&ls->hv[g]);
-        sds_hessian_free(&ls->hdv[g]);
-        free(ls->K[g]);
-        free(ls->Kv[g]);
-        free(ls->xs_buf[g]);
-        free(ls->xd_buf[g]);
-        free(ls->Kacc[g]);
-        free(ls->Kvacc[g]);
-    }
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) layer_stats_free_group(ls, g, 1);
     memset(ls, 0, sizeof *ls);
 }
 
@@ -401,6 +421,7 @@ typedef struct {
     double t_handoff; // sending to the next stage and waiting for the stage before
     double t_sync;    // agreements, broadcasts of pruned weights, writing the output
     double t_idle;    // waiting while another stage works on its layers
+    int own_fail;     // (--sds-order parallel) this rank's own first failure, for the agreement
 } run_ctx;
 
 // Quiet agreement inside a stage: its ranks stop alike. *own keeps this rank's first failure,
@@ -879,6 +900,7 @@ static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model
     in.sds_adjust_given = 1;
     in.sds_adjust_iters = o->sds.adjust_iters;
     in.sds_adjust_nesterov = o->sds.adjust_nesterov;
+    in.sds_parallel = in.method == SDS_METHOD_SDS && o->sds_parallel;
     sds_plan_machine mc;
     sds_plan_machine_default(&mc);
     *S = sds_plan_default_stages(&in, &mc, mem);
@@ -963,6 +985,237 @@ static int grid_layer(run_ctx *c, grid_stats *gs, int64_t l, int ks, int G, sds_
         }
     }
     free(counts);
+    return rc;
+}
+
+// ---- --sds-order parallel: SDS on a stage's layers while the later stages work ----
+//
+// Each stage runs its own layers without the others: statistics, the first pruning (SDS's
+// base) and the forward pass with the first-pruned weights, whose outputs go on to the next
+// stage as soon as the stage's last layer is done. Then the stage runs SDS's steps 2-3 on its
+// layers from what their owners kept (dense weights, mask, the Grams of the groups they own),
+// while the later stages work; the last stage runs SDS on each layer at once, as no stage waits
+// for it. Only then do all ranks write the output, layer by layer as in the sequential order.
+// Agreements stay inside a stage; a stage's leader tells the next stage's leader whether it
+// succeeded (and the dense weights' fingerprint so far) before that stage waits for any input,
+// so that a failure upstream ends the later stages instead of leaving them waiting.
+enum { TAG_STAGE_STATUS = 13, PAR_MAX_LIN = 8 };
+
+typedef struct {
+    layer_stats ls; // the Grams of the groups whose sublayers this rank owns
+    int own_at[PAR_MAX_LIN];
+    float *dense[PAR_MAX_LIN];  // owned sublayers: the dense weights, until SDS has run
+    uint8_t *mask[PAR_MAX_LIN]; // owned sublayers: the mask, until it is written
+} held_layer;
+
+// Keeps of ls only the groups keep[] marks (and none of the per-sequence scratch).
+static void layer_stats_keep(layer_stats *ls, const int *keep) {
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) layer_stats_free_group(ls, g, !keep[g]);
+}
+
+// A failure on this rank in sublayer name: its message gets the name in front.
+static int name_failure(int lrc, const char *name) {
+    if (lrc == SDS_OK) return lrc;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sds_error_message());
+    sds_error_clear();
+    return sds_error_set(lrc, "%s: %s", name, msg);
+}
+
+// (stage collective) SDS's steps 2-3 on held layer l: each owner on its sublayers, then the
+// stage gets the final weights. Returns the stage's agreed status.
+static int held_sds(run_ctx *c, int64_t l, held_layer *hl, sds_sublayer_report *rep) {
+    const sds_prune_opts *o = c->o;
+    const int32_t n_lin = sds_model_n_linear(c->m);
+    int lrc = SDS_OK;
+    for (int32_t i = 0; i < n_lin && lrc == SDS_OK; i++) {
+        if (hl->own_at[i] != c->si.srank) continue;
+        const sds_linear_ref r = sds_model_linear(c->m, l, i);
+        sds_sublayer_report *rp = &rep[l * n_lin + i];
+        const int32_t g = r.group;
+        const layer_stats *ls = &hl->ls;
+        const sds_problem val = {r.rows,    r.cols,       hl->dense[i], ls->hv[g].H,
+                                 ls->Kv[g], ls->hdv[g].H, NULL};
+        const double t0 = sds_now();
+        lrc = sds_step(o, r, &ls->h[g], ls->K[g], c->two_paths ? ls->hd[g].H : NULL,
+                       c->auto_mix ? &val : NULL, hl->dense[i], hl->mask[i], &rp->st);
+        if (lrc == SDS_OK) count_sparsity(r, &rp->st);
+        free(hl->dense[i]);
+        hl->dense[i] = NULL;
+        rp->st.seconds += sds_now() - t0;
+        c->t_prune += sds_now() - t0;
+        lrc = name_failure(lrc, rp->name);
+        if (c->own_fail == SDS_OK) c->own_fail = lrc;
+    }
+    layer_stats_free(&hl->ls);
+    const double ts = sds_now();
+    const int rc = sds_agree_quiet(c->si.scomm, lrc, NULL);
+    if (rc == SDS_OK)
+        for (int32_t i = 0; i < n_lin; i++) {
+            const sds_linear_ref r = sds_model_linear(c->m, l, i);
+            MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, hl->own_at[i], c->si.scomm);
+        }
+    c->t_sync += sds_now() - ts;
+    return rc;
+}
+
+// (stage collective) Layer l in the parallel order: statistics, first pruning of each owned
+// sublayer (the dense weights and the mask kept), the stage gets the first-pruned weights, the
+// layer's forward pass (sent on after the stage's last layer). Returns the stage's status.
+static int held_first(run_ctx *c, int64_t l, held_layer *hl, sds_sublayer_report *rep,
+                      uint64_t *fp) {
+    const sds_prune_opts *o = c->o;
+    sds_model *m = c->m;
+    const int32_t n_lin = sds_model_n_linear(m);
+    const int own = layer_stats_compute(c, l, &hl->ls);
+    if (c->own_fail == SDS_OK) c->own_fail = own;
+    int rc = sds_agree_quiet(c->si.scomm, own, NULL);
+    if (rc != SDS_OK) return rc;
+    if (c->si.srank == 0)
+        for (int32_t i = 0; i < n_lin; i++) {
+            const sds_linear_ref r = sds_model_linear(m, l, i);
+            *fp = sds_fnv1a64(*fp, r.w, (size_t)(r.rows * r.cols) * sizeof(float));
+        }
+    assign_owners(m, l, n_lin, c->si.ssize, 1, hl->own_at);
+    int keep[SDS_CAPTURE_GROUPS] = {0};
+    int lrc = SDS_OK;
+    for (int32_t i = 0; i < n_lin && lrc == SDS_OK; i++) {
+        if (hl->own_at[i] != c->si.srank) continue;
+        const sds_linear_ref r = sds_model_linear(m, l, i);
+        sds_sublayer_report *rp = &rep[l * n_lin + i];
+        keep[r.group] = 1;
+        const double t0 = sds_now();
+        const size_t numel = (size_t)(r.rows * r.cols);
+        hl->dense[i] = sds_malloc(numel * sizeof(float), "dense weights");
+        hl->mask[i] = sds_calloc(numel, 1, "mask");
+        lrc = hl->dense[i] && hl->mask[i] ? SDS_OK : SDS_ERR_IO;
+        if (lrc == SDS_OK) {
+            memcpy(hl->dense[i], r.w, numel * sizeof(float));
+            lrc = first_prune(o, r, &hl->ls.h[r.group], hl->mask[i], &rp->st.damping);
+        }
+        rp->st.seconds = sds_now() - t0;
+        c->t_prune += rp->st.seconds;
+        lrc = name_failure(lrc, rp->name);
+        if (c->own_fail == SDS_OK) c->own_fail = lrc;
+    }
+    layer_stats_keep(&hl->ls, keep);
+    const double ts = sds_now();
+    rc = sds_agree_quiet(c->si.scomm, lrc, NULL);
+    if (rc == SDS_OK)
+        for (int32_t i = 0; i < n_lin; i++) {
+            const sds_linear_ref r = sds_model_linear(m, l, i);
+            MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, hl->own_at[i], c->si.scomm);
+        }
+    c->t_sync += sds_now() - ts;
+    if (rc == SDS_OK) layer_advance(c, l);
+    return rc;
+}
+
+// (all ranks) The layer loop in the parallel order; *fp: rank 0's fingerprint so far in, every
+// rank's final one out. Returns the agreed status (printed on failure).
+static int parallel_layers(run_ctx *c, sds_h5out *h5, sds_sublayer_report *rep, uint64_t *fp,
+                           double progress[3]) {
+    const sds_prune_opts *o = c->o;
+    sds_model *m = c->m;
+    const int32_t n_lin = sds_model_n_linear(m);
+    SDS_ASSERT(n_lin <= PAR_MAX_LIN);
+    const int P = c->P, S = c->si.S, stage = c->si.stage;
+    const int64_t L = m->cfg.n_layers, llo = c->si.llo, lhi = c->si.lhi;
+    MPI_Comm sc = c->si.scomm;
+    for (int64_t l = 0; l < L; l++)
+        for (int32_t i = 0; i < n_lin; i++) {
+            sds_sublayer_report *rp = &rep[l * n_lin + i];
+            sds_model_linear_module(m, l, i, rp->name, sizeof rp->name);
+            rp->st.layer = (int32_t)l;
+            snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o->method));
+            sds_pattern_format(o->pattern, rp->st.pattern, sizeof rp->st.pattern);
+        }
+    // the stage before: did it succeed, and the fingerprint after its layers
+    struct {
+        int64_t code;
+        uint64_t fp;
+    } prev = {SDS_OK, *fp};
+    if (stage > 0) {
+        const double tw = sds_now();
+        if (c->si.srank == 0)
+            MPI_Recv(&prev, (int)sizeof prev, MPI_BYTE, stage_world(P, S, stage - 1, 0),
+                     TAG_STAGE_STATUS, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Bcast(&prev, (int)sizeof prev, MPI_BYTE, 0, sc);
+        c->t_handoff += sds_now() - tw;
+    }
+    uint64_t sfp = prev.fp;
+    int rc = SDS_OK;
+    held_layer *held = NULL;
+    if (prev.code == SDS_OK) {
+        held = sds_calloc((size_t)(lhi - llo), sizeof *held, "held layers");
+        if (!held) c->own_fail = SDS_ERR_IO;
+        rc = sds_agree_quiet(sc, held ? SDS_OK : SDS_ERR_IO, NULL);
+    }
+    // 1. first pruning and forward of every layer of the stage (SDS at once on the last stage)
+    for (int64_t l = llo; l < lhi && held && rc == SDS_OK; l++) {
+        held_layer *hl = &held[l - llo];
+        rc = held_first(c, l, hl, rep, &sfp);
+        if (rc == SDS_OK && stage == S - 1) rc = held_sds(c, l, hl, rep);
+        const int why = rc == SDS_OK ? sds_stop_agree(sc, l) : SDS_STOP_NONE;
+        if (why != SDS_STOP_NONE)
+            rc = c->own_fail =
+                sds_error_set(SDS_ERR_IO,
+                              "%s: stopped after layer %lld with nothing written: --sds-order "
+                              "parallel keeps no checkpoints (resubmit starts from scratch; "
+                              "--sds-order sequential checkpoints)",
+                              sds_stop_name(why), (long long)l);
+    }
+    // 2. the next stage may start; SDS on this stage's layers meanwhile
+    if (stage + 1 < S && c->si.srank == 0) {
+        const double ts = sds_now();
+        const int64_t code = prev.code != SDS_OK ? prev.code : rc;
+        const struct {
+            int64_t code;
+            uint64_t fp;
+        } next = {code, sfp};
+        MPI_Send(&next, (int)sizeof next, MPI_BYTE, stage_world(P, S, stage + 1, 0),
+                 TAG_STAGE_STATUS, MPI_COMM_WORLD);
+        c->t_handoff += sds_now() - ts;
+    }
+    for (int64_t l = llo; l < lhi && held && rc == SDS_OK && stage + 1 < S; l++)
+        rc = held_sds(c, l, &held[l - llo], rep);
+    // 3. every rank: the status (each rank its own failure, so that the message names the rank
+    //    that failed; the stages after a failed one report none), then the output in layer order
+    const double ti = sds_now();
+    rc = sds_agree(MPI_COMM_WORLD, c->own_fail);
+    c->t_idle += sds_now() - ti;
+    MPI_Bcast(&sfp, 1, MPI_UINT64_T, stage_world(P, S, S - 1, 0), MPI_COMM_WORLD);
+    *fp = sfp;
+    const double tw = sds_now();
+    for (int64_t l = 0; l < L && rc == SDS_OK; l++) {
+        const int ks = sds_stage_of_layer(L, S, l), mine = ks == stage;
+        int own_at[PAR_MAX_LIN];
+        assign_owners(m, mine ? l : llo, n_lin, stage_size(P, S, ks), 1, own_at);
+        for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
+            const sds_linear_ref r = sds_model_linear(m, mine ? l : llo, i);
+            const int owner = stage_world(P, S, ks, own_at[i]);
+            sds_sublayer_report *rp = &rep[l * n_lin + i];
+            MPI_Bcast(&rp->st, (int)sizeof rp->st, MPI_BYTE, owner, MPI_COMM_WORLD);
+            const int is_owner = c->rank == owner;
+            rc = sds_h5out_sublayer(h5, rp->name, r.rows, r.cols, 0, is_owner ? r.rows : 0,
+                                    is_owner ? r.w : NULL, is_owner ? held[l - llo].mask[i] : NULL,
+                                    &rp->st);
+            rc = sds_agree(MPI_COMM_WORLD, rc);
+            if (c->rank == 0 && rc == SDS_OK) {
+                progress[0] += 1.0;
+                progress_line(rp, r.name, l, progress[0], progress[1], sds_now() - progress[2]);
+            }
+        }
+    }
+    c->t_sync += sds_now() - tw;
+    for (int64_t l = llo; held && l < lhi; l++) {
+        layer_stats_free(&held[l - llo].ls);
+        for (int32_t i = 0; i < n_lin; i++) {
+            free(held[l - llo].dense[i]);
+            free(held[l - llo].mask[i]);
+        }
+    }
+    free(held);
     return rc;
 }
 
@@ -1147,11 +1400,12 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                        (long long)(lhi - 1));
             }
         if (is_sds)
-            printf("SDS over %s: target %s, re-dense %s%s, %d adjustment steps%s\n",
+            printf("SDS over %s: target %s, re-dense %s%s, %d adjustment steps%s, %s order\n",
                    sds_base_name(o.sds.base), sds_target_name(o.sds.target),
                    o.sds.redense ? sds_solver_name(o.sds.solver) : "off",
                    o.sds.solver == SDS_SOLVER_RIDGE ? "" : " (iterative)", o.sds.adjust_iters,
-                   o.sds.early_exit ? ", early exit" : "");
+                   o.sds.early_exit ? ", early exit" : "",
+                   o.sds_parallel ? "parallel" : "sequential");
         printf("%5s  %-22s %-10s %-7s %9s %11s %9s %8s\n", "layer", "sublayer", "method", "pattern",
                "sparsity", "rel.error", "damping", "seconds");
         fflush(stdout);
@@ -1165,7 +1419,11 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
 
     const double t_layers = sds_now();
     double progress[3] = {0.0, (double)(L * n_lin - restored), t_layers};
-    for (int64_t l = last_done + 1; l < L && rc == SDS_OK; l++) {
+    if (rc == SDS_OK && is_sds && o.sds_parallel) {
+        SDS_ASSERT(last_done == -1); // (the parallel order never checkpoints)
+        rc = parallel_layers(&c, h5, rep, &fp, progress);
+    }
+    for (int64_t l = last_done + 1; l < L && rc == SDS_OK && !(is_sds && o.sds_parallel); l++) {
         // the stage that owns layer l works on it; the others take part in the output
         const int ks = sds_stage_of_layer(L, si.S, l), Gs = stage_size(size, si.S, ks);
         const int mine = ks == si.stage, leader = stage_world(size, si.S, ks, 0);

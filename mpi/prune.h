@@ -35,6 +35,7 @@ typedef struct {
     int resume;               // --resume: go on from OUT.ckpt/ when it holds a checkpoint
     int every_layer;          // --checkpoint-every-layer: a checkpoint after every layer
     int64_t stages;           // --stages: pipeline stages (0: chosen from the plan)
+    int sds_parallel;         // --sds-order parallel (SDS): layers see first-pruned inputs
 } sds_prune_opts;
 
 const char *sds_method_name(sds_method m);

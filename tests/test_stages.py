@@ -76,6 +76,73 @@ def compare(tag, ref, got):
     report(not bad_a, "%s: statistics identical%s" % (tag, "" if not bad_a else " except " + bad_a[0]))
 
 
+def subl(path):
+    """The JSON summary's per-sublayer records, by name."""
+    return {r["name"]: r for r in json.load(open(path))["sublayers"]}
+
+
+def parallel_order(tmp, text):
+    """--sds-order parallel (issue 6): each stage runs SDS on its layers after passing the
+    first-pruned outputs on. Its invariance over ranks and stages is in main's cases."""
+    model = fx.make_llama("llama-gqa")
+    runs = {}
+    for tag, method, extra in [("wanda", "wanda", []),
+                               ("seq", "sds", ["--base", "wanda", "--sds-target", "pruned"]),
+                               ("par", "sds", ["--base", "wanda", "--sds-target", "pruned",
+                                               "--sds-order", "parallel"])]:
+        out = os.path.join(tmp, "order-%s.h5" % tag)
+        rc, so, se, codes = prune(1, model, out, method, "2:4", text, 0, extra)
+        report(codes == [0], "order %s: exit %s" % (tag, codes))
+        if codes != [0]:
+            print(se[-2000:])
+            return
+        runs[tag] = (read(out), subl(out + ".json"))
+    # every layer's first pruning sees the base method's own inputs (the first-pruned model's)
+    # in the parallel order, and the SDS-adjusted model's in the sequential one (with the
+    # pruned target, SDS's first error is the base method's: relative to W_d X_s)
+    wanda, seq, par = runs["wanda"][1], runs["seq"][1], runs["par"][1]
+    later = [n for n in wanda if wanda[n]["layer"] > 0]
+
+    def dev(run, names):
+        return max(abs(run[n]["rel_err_first"] - wanda[n]["rel_err"]) / wanda[n]["rel_err"] for n in names)
+
+    report(dev(par, wanda) < 1e-5 and dev(seq, later) > 1e-3,
+           "parallel order: each first pruning's error is Wanda's own (max rel. dev %.2g; sequential "
+           "order from layer 1 on: %.2g)" % (dev(par, wanda), dev(seq, later)))
+    w_seq, w_par = runs["seq"][0][0], runs["par"][0][0]
+    first = [n for n in w_seq if ".layers.0." in n]
+    report(all(np.array_equal(w_seq[n], w_par[n]) for n in first)
+           and any(not np.array_equal(w_seq[n], w_par[n]) for n in w_seq if n not in first),
+           "parallel order: layer 0 identical to the sequential order's, later layers not")
+    report(sum(par[n]["kept_sds"] for n in par) > 0 and all(r["sparsity"] == 0.5 for r in par.values()),
+           "parallel order: SDS kept in %d of %d sublayers, every sublayer at 50%%" %
+           (sum(par[n]["kept_sds"] for n in par), len(par)))
+    # failures: agreed on every rank, whichever stage fails and whether or not the other stage
+    # is running SDS at the time; a signal stops the run with nothing written (no checkpoints)
+    model = fx.make_opt("opt-preln")
+    base = ["prune", "--model", model, "--calib", fx.WIKI, "--method", "sds", "--sparsity", "2:4",
+            "--nsamples", "7", "--seqlen", "64", "--stages", "2", "--sds-order", "parallel"]
+    for env, code, needle in [({"SDS_TEST_FAIL": "cholesky:0"}, 4, "model.decoder.layers.0."),
+                              ({"SDS_TEST_FAIL": "cholesky:3"}, 4, "model.decoder.layers.1."),
+                              ({"SDS_TEST_STOP_AFTER_LAYER": "1"}, 5, "keeps no checkpoints")]:
+        out = os.path.join(tmp, "par-fail.h5")
+        rc, so, se, codes = sds_run.run(4, base + ["--out", out], env=env)
+        msgs = [ln for ln in se.splitlines() if "sds-mpi: error" in ln]
+        left = [f for f in os.listdir(tmp) if f.startswith("par-fail.h5")]
+        r = env.get("SDS_TEST_FAIL", ":2").split(":")[1]  # (a stop: the second stage's first rank)
+        report(codes == [code] * 4 and len(msgs) == 1 and needle in msgs[0] and not left
+               and "(rank %s of 4)" % r in msgs[0],
+               "parallel order, %s, 4 ranks, 2 stages: exit %s, one message %s, nothing left %s" %
+               (env, codes, msgs[:1], left))
+    for extra, needle in [(["--checkpoint-every-layer"], "keeps no checkpoints"),
+                          (["--sds-order", "sideways"], "--sds-order")]:
+        out = os.path.join(tmp, "par-bad.h5")
+        rc, so, se, codes = sds_run.run(2, base + ["--out", out] + extra)
+        msgs = [ln for ln in se.splitlines() if "sds-mpi: error" in ln]
+        report(codes == [2, 2] and len(msgs) == 1 and needle in msgs[0] and not os.path.exists(out),
+               "%s: exit %s, one message %s" % (" ".join(extra), codes, msgs[:1]))
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         text = os.path.join(tmp, "eval.txt")
@@ -84,7 +151,8 @@ def main():
         cases = [("opt-preln", "sparsegpt", "2:4", []), ("llama-gqa", "sparsegpt", "0.5", []),
                  ("opt-postln-proj", "wanda", "2:4", []), ("llama-tied-bias", "magnitude", "4:8", []),
                  ("opt-preln", "sds", "2:4", ["--base", "sparsegpt"]),
-                 ("llama-gqa", "sds", "2:4", ["--base", "wanda", "--sds-mix", "auto"])]
+                 ("llama-gqa", "sds", "2:4", ["--base", "wanda", "--sds-mix", "auto"]),
+                 ("opt-preln", "sds", "2:4", ["--base", "sparsegpt", "--sds-order", "parallel"])]
         for name, method, sparsity, extra in cases:
             model = fx.make_opt(name) if name.startswith("opt") else fx.make_llama(name)
             L = json.load(open(os.path.join(model, "config.json")))["num_hidden_layers"]
@@ -224,6 +292,7 @@ def main():
                    and not left,
                    "%s injected, 4 ranks, 2 stages: exit %s, one message %s, nothing left %s" %
                    (inject, codes, msgs[:1], left))
+        parallel_order(tmp, text)
     print("FAILED %d" % failed if failed else "ALL OK")
     return 1 if failed else 0
 
