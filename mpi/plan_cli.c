@@ -31,7 +31,7 @@
 typedef struct {
     const char *model, *machine, *json;
     int64_t nranks, stages, nsamples, seqlen;
-    int method, dense_target, auto_mix, eval;
+    int method, dense_target, auto_mix, eval, parallel;
     double mem_per_rank; // bytes, 0 = this node's memory over its ranks
 } plan_opts;
 
@@ -60,6 +60,7 @@ static int parse(int argc, char **argv, plan_opts *o) {
         O_METHOD,
         O_TARGET,
         O_MIX,
+        O_ORDER,
         O_EVAL,
         O_MEM,
         O_MACHINE,
@@ -74,6 +75,7 @@ static int parse(int argc, char **argv, plan_opts *o) {
                                          {"method", required_argument, 0, O_METHOD},
                                          {"sds-target", required_argument, 0, O_TARGET},
                                          {"sds-mix", required_argument, 0, O_MIX},
+                                         {"sds-order", required_argument, 0, O_ORDER},
                                          {"eval", no_argument, 0, O_EVAL},
                                          {"mem-per-rank", required_argument, 0, O_MEM},
                                          {"machine", required_argument, 0, O_MACHINE},
@@ -123,6 +125,13 @@ static int parse(int argc, char **argv, plan_opts *o) {
             break;
         case O_MIX:
             o->auto_mix = !strcmp(optarg, "auto");
+            break;
+        case O_ORDER:
+            if (strcmp(optarg, "sequential") && strcmp(optarg, "parallel"))
+                return sds_error_set(SDS_ERR_USAGE,
+                                     "option --sds-order: \"%s\" is not sequential or parallel",
+                                     optarg);
+            o->parallel = !strcmp(optarg, "parallel");
             break;
         case O_EVAL:
             o->eval = 1;
@@ -384,6 +393,7 @@ static json_t *stage_json(const sds_plan_stage *s) {
     json_object_set_new(mj, "prune", json_real(mib(m->prune)));
     json_object_set_new(mj, "forward", json_real(mib(m->forward)));
     json_object_set_new(mj, "masks", json_real(mib(m->masks)));
+    json_object_set_new(mj, "held", json_real(mib(m->held)));
     json_object_set_new(mj, "baseline", json_real(mib(m->baseline)));
     json_object_set_new(mj, "load", json_real(mib(m->load)));
     json_object_set_new(j, "memory_mib", mj);
@@ -397,6 +407,7 @@ static json_t *stage_json(const sds_plan_stage *s) {
     json_object_set_new(j, "bcast_s", json_real(s->bcast_s));
     json_object_set_new(j, "handoff_s", json_real(s->handoff_s));
     json_object_set_new(j, "flops", json_real(s->flops));
+    json_object_set_new(j, "sds_s", json_real(s->sds_s));
     return j;
 }
 
@@ -421,6 +432,7 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
     in.method = o->method;
     in.sds_dense_target = o->method == 3 && o->dense_target;
     in.sds_auto_mix = in.sds_dense_target && o->auto_mix;
+    in.sds_parallel = o->method == 3 && o->parallel;
     in.eval = o->eval;
     in.load_extra_bytes = file_bytes;
     const int64_t L = in.cfg.n_layers;
@@ -515,10 +527,11 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
                o->model, c->model_type, (long long)L, (long long)c->hidden_size,
                (long long)c->ffn_dim, (long long)c->n_heads, (long long)c->n_kv_heads,
                (long long)c->vocab_size);
-        printf("prune %s%s%s, %lld x %lld calibration tokens, %d ranks, %d stage%s%s\n",
+        printf("prune %s%s%s%s, %lld x %lld calibration tokens, %d ranks, %d stage%s%s\n",
                method_name(in.method),
                in.method == 3 ? (in.sds_dense_target ? " (dense target" : " (pruned target") : "",
-               in.method == 3 ? (in.sds_auto_mix ? ", mix auto)" : ")") : "",
+               in.method == 3 ? (in.sds_auto_mix ? ", mix auto" : "") : "",
+               in.method == 3 ? (in.sds_parallel ? ", parallel order)" : ")") : "",
                (long long)in.nsamples, (long long)in.seqlen, in.nranks, in.stages,
                in.stages > 1 ? "s" : "", o->eval ? ", --eval" : "");
         if (!o->stages)
@@ -531,9 +544,9 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
                mib(mc.baseline_bytes), src_base, mc.select_s * 1e9, mc.stream_bw / 1e9, src_sel,
                mc.io_bw / 1e9, o->machine ? o->machine : "default", mc.exp_s * 1e9);
         printf("\nper-rank peak memory (MiB, the stage's largest rank)\n");
-        printf("%5s %11s %11s %10s %9s %8s %7s %8s %7s %8s %8s %7s %6s %8s\n", "stage", "ranks",
+        printf("%5s %11s %11s %10s %9s %8s %7s %8s %7s %8s %8s %7s %6s %8s %8s\n", "stage", "ranks",
                "layers", "peak", "weights", "embed", "head", "activ", "ids", "stats", "prune",
-               "fwd", "masks", "baseline");
+               "fwd", "masks", "held", "baseline");
         for (int k = 0; k < in.stages; k++) {
             const sds_plan_stage *s = &st[k];
             const sds_plan_memory *m = &s->mem;
@@ -542,13 +555,15 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
             snprintf(ll, sizeof ll, "%lld-%lld", (long long)s->layer_lo,
                      (long long)s->layer_hi - 1);
             printf("%5d %11s %11s %10.1f %9.1f %8.1f %7.1f %8.1f %7.1f %8.1f %8.1f %7.1f %6.1f "
-                   "%8.1f%s\n",
+                   "%8.1f %8.1f%s\n",
                    k, rr, ll, mib(s->peak_bytes), mib(m->weights), mib(m->embeddings), mib(m->head),
                    mib(m->activations), mib(m->calib_ids), mib(m->statistics), mib(m->prune),
-                   mib(m->forward), mib(m->masks), mib(m->baseline),
+                   mib(m->forward), mib(m->masks), mib(m->held), mib(m->baseline),
                    s->peak_bytes == m->load ? "  (peak while loading)" : "");
         }
-        printf("\npredicted seconds (stages run one after another)\n");
+        printf("\npredicted seconds (%s)\n",
+               st[0].overlap ? "parallel order: a stage's SDS part overlaps the later stages"
+                             : "stages run one after another");
         printf("%5s %10s %9s %9s %9s %8s %10s %9s %9s %9s %10s\n", "stage", "compute", "forward",
                "grams", "prune", "io", "comm", "allreduce", "bcast", "handoff", "total");
         for (int k = 0; k < in.stages; k++) {

@@ -306,13 +306,31 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         }
         m->forward = fwd;
         m->masks = nl * lin_params / 8.0;
+        if (is_sds && in->sds_parallel) {
+            // (no checkpoints) the owners' sublayers: the largest rank's share, at least the
+            // largest sublayer or group
+            double gram_all = 0.0, gram_max = 0.0, w_max = 0.0;
+            const double mult = auto_mix ? 6.0 : two ? 3.0 : 1.0;
+            for (int q = 0; q < pl.n_groups; q++) {
+                const double b = mult * pl.group_cols[q] * pl.group_cols[q] * F4;
+                gram_all += b;
+                gram_max = b > gram_max ? b : gram_max;
+            }
+            for (int i = 0; i < pl.n; i++)
+                w_max = pl.rows[i] * pl.cols[i] > w_max ? pl.rows[i] * pl.cols[i] : w_max;
+            const double grams = G == 1 ? gram_all : fmax(gram_max, gram_all / G);
+            const double w = G == 1 ? lin_params : fmax(w_max, lin_params / G);
+            m->masks = 0.0;
+            // (the layer under way's Grams are the statistics term's)
+            m->held = k < S - 1 ? (nl - 1.0) * grams + nl * w * (F4 + 1.0) : nl * w;
+        }
         m->baseline = mc->baseline_bytes;
         // while loading, rank 0 also holds the tokenizer (~350 bytes per vocabulary entry,
         // measured with the OPT tokenizer) to read a --calib text
         m->load = m->baseline + m->weights + m->embeddings + m->head + in->load_extra_bytes +
                   (k == 0 ? 350.0 * V : 0.0) + m->calib_ids;
         const double run = m->weights + m->embeddings + m->head + m->activations + m->calib_ids +
-                           m->statistics + m->prune + m->forward + m->masks + m->baseline;
+                           m->statistics + m->prune + m->forward + m->masks + m->held + m->baseline;
         st->peak_bytes = run > m->load ? run : m->load;
 
         // compute, per layer on the stage's largest rank: forward passes (statistics pass and
@@ -333,9 +351,17 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             ((double)c->n_heads * T * (T + 1) / 2.0 + (c->arch == SDS_ARCH_LLAMA ? T * F : 0.0));
         st->forward_s = nl * (fwd_flops / g + exps * mc->exp_s);
         st->gram_s = nl * gram_flops / g;
-        double pflops = 0.0, ps = 0.0;
-        for (int i = 0; i < pl.n; i++)
+        double pflops = 0.0, ps = 0.0, ps_first = 0.0, unused = 0.0;
+        sds_plan_input base = *in;
+        base.method = 2; // SDS's first pruning: its base's (SparseGPT's) part of the time
+        for (int i = 0; i < pl.n; i++) {
             ps += prune_sublayer_s(in, mc, pl.rows[i], pl.cols[i], &pflops);
+            ps_first += prune_sublayer_s(&base, mc, pl.rows[i], pl.cols[i], &unused);
+        }
+        if (is_sds && in->sds_parallel) {
+            st->overlap = 1;
+            st->sds_s = nl * (ps > ps_first ? ps - ps_first : 0.0);
+        }
         if (in->method == 2) {
             // the grid: every sublayer over the G ranks (the factorisation's tile algorithms
             // counted at half sgemm's rate) and the error's D^T D on half the blocks
@@ -381,11 +407,15 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
 }
 
 void sds_plan_totals(const sds_plan_stage *st, int stages, double *peak_bytes, double *seconds) {
-    double pk = 0.0, s = 0.0;
+    double pk = 0.0, s = 0.0, end = 0.0;
     for (int k = 0; k < stages; k++) {
         pk = st[k].peak_bytes > pk ? st[k].peak_bytes : pk;
-        s += st[k].compute_s + st[k].comm_s;
+        // (parallel order: stage k starts once the stages before it have passed their
+        // first-pruned outputs on, and ends its SDS part after that; else one after another)
+        s += st[k].compute_s + st[k].comm_s - st[k].sds_s;
+        end = s + st[k].sds_s > end ? s + st[k].sds_s : end;
     }
+    s = end;
     if (peak_bytes) *peak_bytes = pk;
     if (seconds) *seconds = s;
 }

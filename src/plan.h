@@ -35,6 +35,7 @@ typedef struct {
     // optional: the SDS adjustment steps and whether they are accelerated (src/sds.h), when
     // sds_adjust_given is set; else sds_sds_defaults'
     int sds_adjust_given, sds_adjust_iters, sds_adjust_nesterov;
+    int sds_parallel; // SDS: --sds-order parallel (a stage keeps its layers until their SDS)
 } sds_plan_input;
 
 // Bytes one rank holds at its peak, by kind.
@@ -50,6 +51,10 @@ typedef struct {
                         // freed before them (owner rank)
     double forward;     // one sequence of forward scratch
     double masks;       // the bit-packed masks kept for checkpoints (stage's first rank)
+    double held;        // --sds-order parallel: what a stage's rank keeps of its layers until
+                        // their SDS has run and they are written (the owned groups' Grams,
+                        // dense weights and uint8 masks of its sublayers; the last stage,
+                        // which runs SDS at once, the masks only)
     double baseline;    // the process before any model data
     double load;        // peak while loading: baseline, weights, load_extra, rank 0 tokenizer, ids
 } sds_plan_memory;
@@ -67,6 +72,10 @@ typedef struct {
     // the next stage
     double allreduce_s, bcast_s, handoff_s;
     double flops; // per rank, all compute terms
+    // --sds-order parallel: the SDS part of prune_s (steps 2-3), which overlaps the later
+    // stages' work (sds_plan_totals); 0 and overlap 0 otherwise
+    double sds_s;
+    int overlap;
 } sds_plan_stage;
 
 // Fills out[0..in->stages) for the stage map of src/stage_map.h. Returns 0, or -1 on

@@ -41,6 +41,7 @@ CASES = [
     ("plan-llama", 2, "sds", 1, 16, 512),
     ("plan-opt", 2, "sparsegpt", 2, 32, 512),
     ("plan-opt", 2, "sds", 2, 16, 512),
+    ("plan-opt", 2, "sds+parallel", 2, 16, 512),
 ]
 MEM_TOL = 0.15
 # tests/run.sh's sanitizer pass sets SDS_SANITIZED=1 (see check_case)
@@ -71,7 +72,10 @@ def check_case(tmp, ids, model, np_, method, stages, nsamples, seqlen, rows):
     for f in (out, pj, rj):
         if os.path.exists(f):
             os.remove(f)
-    common = ["--nsamples", str(nsamples), "--seqlen", str(seqlen), "--method", method]
+    # (sds+parallel: SDS with --sds-order parallel, which keeps a stage's layers until their SDS)
+    common = ["--nsamples", str(nsamples), "--seqlen", str(seqlen), "--method", method.split("+")[0]]
+    if method.endswith("+parallel"):
+        common += ["--sds-order", "parallel"]
     stage_args = ["--stages", str(stages)] if stages > 1 else []
     rc, so, se = sds_run.run_plain(np_, ["plan", "--model", path, "-np", str(np_), "--stages",
                                          str(stages), "--json", pj] + common)
@@ -162,7 +166,7 @@ def main():
         check_usage(tmp)
         check_opt30b(tmp)
         # (under the sanitizers: one case per method, family and stage count; sds_run.pick)
-        for case in sds_run.pick(CASES, [CASES[i] for i in (1, 3, 5, 7)]):
+        for case in sds_run.pick(CASES, [CASES[i] for i in (1, 3, 5, 7, 9)]):
             check_case(tmp, ids, *case, rows)
         if os.path.exists(SMOLLM2):
             check_case(tmp, ids, "smollm2", 2, "sparsegpt", 1, 4, 128, rows)
