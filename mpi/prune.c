@@ -907,6 +907,24 @@ static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model
     return SDS_OK;
 }
 
+// A failure on this rank in sublayer name: its message gets the name in front.
+static int name_failure(int lrc, const char *name) {
+    if (lrc == SDS_OK) return lrc;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sds_error_message());
+    sds_error_clear();
+    return sds_error_set(lrc, "%s: %s", name, msg);
+}
+
+// A sublayer's report before it is pruned: its module name, layer, method and pattern.
+static void report_head(sds_sublayer_report *rp, sds_model *m, const sds_prune_opts *o, int64_t l,
+                        int32_t i) {
+    sds_model_linear_module(m, l, i, rp->name, sizeof rp->name);
+    rp->st.layer = (int32_t)l;
+    snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o->method));
+    sds_pattern_format(o->pattern, rp->st.pattern, sizeof rp->st.pattern);
+}
+
 // Rank 0's line for one pruned sublayer, with the ETA from done of all sublayers so far.
 static void progress_line(const sds_sublayer_report *rp, const char *short_name, int64_t l,
                           double done, double all, double elapsed) {
@@ -934,10 +952,7 @@ static int grid_layer(run_ctx *c, grid_stats *gs, int64_t l, int ks, int G, sds_
     rc = sds_agree(comm, mine && !counts ? SDS_ERR_IO : SDS_OK);
     for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
         sds_sublayer_report *rp = &rep[l * n_lin + i];
-        sds_model_linear_module(c->m, l, i, rp->name, sizeof rp->name);
-        rp->st.layer = (int32_t)l;
-        snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o->method));
-        sds_pattern_format(o->pattern, rp->st.pattern, sizeof rp->st.pattern);
+        report_head(rp, c->m, o, l, i);
         // (the shapes are every layer's: a rank reads them from a layer it holds)
         const sds_linear_ref r = sds_model_linear(c->m, mine ? l : c->si.llo, i);
         int64_t row0 = 0, nrows = 0;
@@ -1001,6 +1016,12 @@ static int grid_layer(run_ctx *c, grid_stats *gs, int64_t l, int ks, int G, sds_
 // so that a failure upstream ends the later stages instead of leaving them waiting.
 enum { TAG_STAGE_STATUS = 13, PAR_MAX_LIN = 8 };
 
+// What a stage's leader tells the next stage's leader: its status, the fingerprint so far.
+typedef struct {
+    int64_t code;
+    uint64_t fp;
+} stage_status;
+
 typedef struct {
     layer_stats ls; // the Grams of the groups whose sublayers this rank owns
     int own_at[PAR_MAX_LIN];
@@ -1013,13 +1034,12 @@ static void layer_stats_keep(layer_stats *ls, const int *keep) {
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) layer_stats_free_group(ls, g, !keep[g]);
 }
 
-// A failure on this rank in sublayer name: its message gets the name in front.
-static int name_failure(int lrc, const char *name) {
-    if (lrc == SDS_OK) return lrc;
-    char msg[1024];
-    snprintf(msg, sizeof msg, "%s", sds_error_message());
-    sds_error_clear();
-    return sds_error_set(lrc, "%s: %s", name, msg);
+// (stage collective) Every rank of the stage gets held layer l's weights from their owners.
+static void held_bcast(run_ctx *c, int64_t l, const held_layer *hl) {
+    for (int32_t i = 0; i < sds_model_n_linear(c->m); i++) {
+        const sds_linear_ref r = sds_model_linear(c->m, l, i);
+        MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, hl->own_at[i], c->si.scomm);
+    }
 }
 
 // (stage collective) SDS's steps 2-3 on held layer l: each owner on its sublayers, then the
@@ -1050,11 +1070,7 @@ static int held_sds(run_ctx *c, int64_t l, held_layer *hl, sds_sublayer_report *
     layer_stats_free(&hl->ls);
     const double ts = sds_now();
     const int rc = sds_agree_quiet(c->si.scomm, lrc, NULL);
-    if (rc == SDS_OK)
-        for (int32_t i = 0; i < n_lin; i++) {
-            const sds_linear_ref r = sds_model_linear(c->m, l, i);
-            MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, hl->own_at[i], c->si.scomm);
-        }
+    if (rc == SDS_OK) held_bcast(c, l, hl);
     c->t_sync += sds_now() - ts;
     return rc;
 }
@@ -1101,11 +1117,7 @@ static int held_first(run_ctx *c, int64_t l, held_layer *hl, sds_sublayer_report
     layer_stats_keep(&hl->ls, keep);
     const double ts = sds_now();
     rc = sds_agree_quiet(c->si.scomm, lrc, NULL);
-    if (rc == SDS_OK)
-        for (int32_t i = 0; i < n_lin; i++) {
-            const sds_linear_ref r = sds_model_linear(m, l, i);
-            MPI_Bcast(r.w, (int)(r.rows * r.cols), MPI_FLOAT, hl->own_at[i], c->si.scomm);
-        }
+    if (rc == SDS_OK) held_bcast(c, l, hl);
     c->t_sync += sds_now() - ts;
     if (rc == SDS_OK) layer_advance(c, l);
     return rc;
@@ -1123,18 +1135,9 @@ static int parallel_layers(run_ctx *c, sds_h5out *h5, sds_sublayer_report *rep, 
     const int64_t L = m->cfg.n_layers, llo = c->si.llo, lhi = c->si.lhi;
     MPI_Comm sc = c->si.scomm;
     for (int64_t l = 0; l < L; l++)
-        for (int32_t i = 0; i < n_lin; i++) {
-            sds_sublayer_report *rp = &rep[l * n_lin + i];
-            sds_model_linear_module(m, l, i, rp->name, sizeof rp->name);
-            rp->st.layer = (int32_t)l;
-            snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o->method));
-            sds_pattern_format(o->pattern, rp->st.pattern, sizeof rp->st.pattern);
-        }
+        for (int32_t i = 0; i < n_lin; i++) report_head(&rep[l * n_lin + i], m, o, l, i);
     // the stage before: did it succeed, and the fingerprint after its layers
-    struct {
-        int64_t code;
-        uint64_t fp;
-    } prev = {SDS_OK, *fp};
+    stage_status prev = {SDS_OK, *fp};
     if (stage > 0) {
         const double tw = sds_now();
         if (c->si.srank == 0)
@@ -1169,10 +1172,7 @@ static int parallel_layers(run_ctx *c, sds_h5out *h5, sds_sublayer_report *rep, 
     if (stage + 1 < S && c->si.srank == 0) {
         const double ts = sds_now();
         const int64_t code = prev.code != SDS_OK ? prev.code : rc;
-        const struct {
-            int64_t code;
-            uint64_t fp;
-        } next = {code, sfp};
+        const stage_status next = {code, sfp};
         MPI_Send(&next, (int)sizeof next, MPI_BYTE, stage_world(P, S, stage + 1, 0),
                  TAG_STAGE_STATUS, MPI_COMM_WORLD);
         c->t_handoff += sds_now() - ts;
@@ -1465,10 +1465,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
                           o.method == SDS_METHOD_SPARSEGPT || o.method == SDS_METHOD_SDS, own_at);
         for (int32_t i = 0; i < n_lin && rc == SDS_OK && !c.grid; i++) {
             sds_sublayer_report *rp = &rep[l * n_lin + i];
-            sds_model_linear_module(&m, l, i, rp->name, sizeof rp->name);
-            rp->st.layer = (int32_t)l;
-            snprintf(rp->st.method, sizeof rp->st.method, "%s", sds_method_name(o.method));
-            sds_pattern_format(o.pattern, rp->st.pattern, sizeof rp->st.pattern);
+            report_head(rp, &m, &o, l, i);
             if (rank != stage_world(size, si.S, ks, own_at[i]) || failed_here) continue;
             sds_linear_ref r = sds_model_linear(&m, l, i);
             const double t0 = sds_now();
@@ -1478,13 +1475,9 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             int lrc = mask ? prune_sublayer(&o, r, &ls.h[g], ls.K[g], two_paths ? ls.hd[g].H : NULL,
                                             auto_mix ? &val : NULL, mask, &rp->st)
                            : SDS_ERR_IO;
-            if (lrc != SDS_OK) {
-                char msg[1024];
-                snprintf(msg, sizeof msg, "%s", sds_error_message());
-                sds_error_clear();
-                sds_error_set(lrc, "%s: %s", rp->name, msg);
+            lrc = name_failure(lrc, rp->name);
+            if (lrc != SDS_OK)
                 failed_here = 1; // (its later sublayers are not needed: the run ends)
-            }
             masks[i] = mask;
             lrcs[i] = lrc;
             rp->st.seconds = sds_now() - t0;
