@@ -18,13 +18,16 @@ static void check(int rank, int ok, const char *what) {
 }
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static double uniform(void) {
+static uint64_t next_u64(void) { // splitmix64
     rng_state += 0x9E3779B97F4A7C15ull;
     uint64_t z = rng_state;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1p-53;
+    return z ^ (z >> 31);
+}
+
+static double uniform(void) {
+    return (double)(next_u64() >> 11) * 0x1p-53;
 }
 
 int main(int argc, char **argv) {
@@ -96,6 +99,48 @@ int main(int argc, char **argv) {
     int flags = 0;
     for (int k = 0; k < 3; k++) flags += sds_xsum_add_f32(accb, big + k, 1, limit);
     check(rank, flags == 3, "a value at the limit, inf and NaN are reported");
+
+    // the conversions: the bits of the long double path they replaced, on random values of
+    // every magnitude, with ties and carries forced at both roundings (64 bits, then 24 or 53)
+    long bad32 = 0, bad64 = 0;
+    for (long t = 0; t < 2000000; t++) {
+        const int p = (int)(uniform() * 127.0); // the leading bit
+        unsigned __int128 u = (unsigned __int128)next_u64() << 64 | next_u64();
+        u &= p == 127 ? ~(unsigned __int128)0 : (((unsigned __int128)1 << (p + 1)) - 1);
+        u |= (unsigned __int128)1 << p;
+        const int kind = (int)(uniform() * 9.0);
+        for (int cut = 1; cut >= 0; cut--) {
+            // cut 0: below the long double's 64 bits; cut 1: below the float's or double's.
+            // Each: kept random (0), exactly half (1: ties to even), all ones (2: carries).
+            const int how = cut == 0 ? kind % 3 : kind / 3;
+            const int sh = p - (cut == 0 ? 64 : (t & 1 ? 24 : 53)) + 1;
+            if (sh < 1 || how == 0) continue;
+            const unsigned __int128 low = ((unsigned __int128)1 << sh) - 1;
+            u &= ~low;
+            u |= how == 2 ? low : (unsigned __int128)1 << (sh - 1);
+        }
+        if (u >> 127) u >>= 1; // |a| < 2^127
+        const sds_xsum_t a = uniform() < 0.5 ? -(sds_xsum_t)u : (sds_xsum_t)u;
+        const long double ref = ldexpl((long double)a, -64);
+        const float f_ref = (float)ref;
+        const double d_ref = (double)ref;
+        float f;
+        double d;
+        sds_xsum_to_f32(&a, &f, 1);
+        sds_xsum_to_f64(&a, &d, 1);
+        bad32 += memcmp(&f, &f_ref, sizeof f) != 0;
+        bad64 += memcmp(&d, &d_ref, sizeof d) != 0;
+    }
+    char conv[192];
+    snprintf(conv, sizeof conv,
+             "to_f32 and to_f64: the long double path's bits (2e6 values, ties and carries "
+             "forced; %ld and %ld differ)",
+             bad32, bad64);
+    check(rank, bad32 == 0 && bad64 == 0, conv);
+    const sds_xsum_t zero = 0;
+    float fz = 1.0f;
+    sds_xsum_to_f32(&zero, &fz, 1);
+    check(rank, fz == 0.0f && !signbit(fz), "zero converts to +0");
 
     free(x);
     free(fw);
