@@ -115,39 +115,25 @@ static inline uint64_t round_bits(uint64_t m, int bits, int *e) {
     return q;
 }
 
+// a / 2^64 rounded to `bits` (24 or 53) significant bits, as a double (exact for both).
+static inline double rounded(sds_xsum_t a, int bits) {
+    if (a == 0) return 0.0;
+    int e;
+    const uint64_t m = round_bits(round64(a, &e), bits, &e);
+    // m 2^(e - 64): m exact in a double, 2^(e - 64) a normal power of two (|a| < 2^127)
+    const uint64_t pb = (uint64_t)(1023 + e - 64) << 52;
+    double p2;
+    memcpy(&p2, &pb, sizeof p2);
+    const double v = (double)m * p2;
+    return a < 0 ? -v : v;
+}
+
 void sds_xsum_to_f32(const sds_xsum_t *acc, float *out, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        const sds_xsum_t a = acc[i];
-        if (a == 0) {
-            out[i] = 0.0f;
-            continue;
-        }
-        int e;
-        const uint64_t m = round_bits(round64(a, &e), 24, &e);
-        // m 2^(e - 64): m exact in a float, 2^(e - 64) a normal power of two (|a| < 2^127)
-        const uint32_t pb = (uint32_t)(127 + e - 64) << 23;
-        float p2;
-        memcpy(&p2, &pb, sizeof p2);
-        const float v = (float)m * p2;
-        out[i] = a < 0 ? -v : v;
-    }
+    for (size_t i = 0; i < n; i++) out[i] = (float)rounded(acc[i], 24); // (exact)
 }
 
 void sds_xsum_to_f64(const sds_xsum_t *acc, double *out, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        const sds_xsum_t a = acc[i];
-        if (a == 0) {
-            out[i] = 0.0;
-            continue;
-        }
-        int e;
-        const uint64_t m = round_bits(round64(a, &e), 53, &e);
-        const uint64_t pb = (uint64_t)(1023 + e - 64) << 52;
-        double p2;
-        memcpy(&p2, &pb, sizeof p2);
-        const double v = (double)m * p2;
-        out[i] = a < 0 ? -v : v;
-    }
+    for (size_t i = 0; i < n; i++) out[i] = rounded(acc[i], 53);
 }
 
 void sds_xsum_upper_to_f32(const sds_xsum_t *acc, float *X, int64_t n) {
