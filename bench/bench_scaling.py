@@ -68,9 +68,8 @@ def gen_numpy():
     d = "model.decoder."
     normal(d + "embed_tokens.weight", (VOCAB, HIDDEN))
     normal(d + "embed_positions.weight", (POS + 2, HIDDEN))
-    for ln in ("final_layer_norm",):
-        t[d + ln + ".weight"] = np.ones(HIDDEN, np.float32)
-        t[d + ln + ".bias"] = np.zeros(HIDDEN, np.float32)
+    t[d + "final_layer_norm.weight"] = np.ones(HIDDEN, np.float32)
+    t[d + "final_layer_norm.bias"] = np.zeros(HIDDEN, np.float32)
     for i in range(LAYERS):
         p = d + "layers.%d." % i
         attn = [("self_attn." + n, HIDDEN, HIDDEN)
@@ -98,7 +97,10 @@ def make_model(gen):
     if os.path.exists(os.path.join(MODEL, "model.safetensors")):
         return MODEL
     os.makedirs(MODEL, exist_ok=True)
-    gen_numpy() if gen == "numpy" else gen_transformers()
+    if gen == "numpy":
+        gen_numpy()
+    else:
+        gen_transformers()
     tok = os.path.join(SHARED, "data", "opt-tokenizer")
     for f in os.listdir(tok):
         with open(os.path.join(tok, f), "rb") as a, open(os.path.join(MODEL, f), "wb") as b:
@@ -140,16 +142,23 @@ def digest(path):
     return h.hexdigest()
 
 
-def parse_runs(a):
+def parse_runs(a, ap):
     if not a.runs:
         return [(int(p), int(s), a.method, "") for s in a.stages.split(",")
                 for p in a.np.split(",") if int(s) <= int(p)]
     cfgs = []
     for r in a.runs.split(";"):
         f = r.split(":", 3)
-        cfgs.append((int(f[0]), int(f[1]), f[2] if len(f) > 2 else a.method,
-                     f[3] if len(f) > 3 else ""))
+        try:
+            np_, stages = int(f[0]), int(f[1])
+        except (ValueError, IndexError):
+            ap.error("--runs: %r is not NP:STAGES[:METHOD[:OPTIONS]]" % r)
+        cfgs.append((np_, stages, f[2] if len(f) > 2 else a.method, f[3] if len(f) > 3 else ""))
     return cfgs
+
+
+def key(row):
+    return (row["np"], row["stages"], row["method"], row["options"])
 
 
 def main():
@@ -166,15 +175,20 @@ def main():
     ap.add_argument("--gen", choices=("transformers", "numpy"), default="transformers")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
+    configs = parse_runs(a, ap)
     make_model(a.gen)
-    configs = parse_runs(a)
     rows = []
+
+    def save(**more):
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(dict({"settings": vars(a), "rows": rows}, **more), f, indent=1)
+
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):  # interleaved, so that a slow spell hits every config alike
             for cfg in configs:
-                first = [x["seconds"] for x in rows if x["repeat"] == 0 and
-                         (x["np"], x["stages"], x["method"], x["options"]) == cfg]
+                first = [x["seconds"] for x in rows if x["repeat"] == 0 and key(x) == cfg]
                 if r > 0 and a.budget and time.time() - t0 + 1.2 * first[0] > a.budget:
                     print("budget: skipping %s in round %d" % (cfg, r), flush=True)
                     continue
@@ -185,9 +199,7 @@ def main():
                              "weights_sha256": js["weights_sha256"]})
                 print("repeat %d: %d ranks, %d stages, %s %s: %.2f s" %
                       (r, cfg[0], cfg[1], cfg[2], cfg[3], js["seconds"]), flush=True)
-                if a.json:  # so far, in case the job is stopped
-                    with open(a.json, "w") as f:
-                        json.dump({"settings": vars(a), "rows": rows}, f, indent=1)
+                save()  # so far, in case the job is stopped
     nrep = max(x["repeat"] for x in rows) + 1
     print("\nOPT-125M shapes, %s, %d x %d tokens, up to %d rounds (medians; runs column)\n" %
           (a.sparsity, a.nsamples, a.seqlen, nrep))
@@ -196,12 +208,11 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     table = []
     for cfg in configs:
-        sel = [x for x in rows if (x["np"], x["stages"], x["method"], x["options"]) == cfg]
+        sel = [x for x in rows if key(x) == cfg]
         med = lambda f: statistics.median(f(x) for x in sel)  # noqa: E731
         wall = med(lambda x: x["seconds"])
         bnp, bst = min(c[:2] for c in configs if c[2:] == cfg[2:])
-        bsel = [x for x in rows
-                if (x["np"], x["stages"], x["method"], x["options"]) == (bnp, bst) + cfg[2:]]
+        bsel = [x for x in rows if key(x) == (bnp, bst) + cfg[2:]]
         bwall = statistics.median(x["seconds"] for x in bsel)
         sp = bwall / wall
         eff = sp / (cfg[0] / bnp)
@@ -220,9 +231,7 @@ def main():
             print("%s %s: %s across all its runs" %
                   (m[0], m[1].replace(",", " "), "bitwise-equal pruned weights" if len(ds) == 1 else
                    "%d DIFFERENT weight digests" % len(ds)))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"settings": vars(a), "rows": rows, "table": table}, f, indent=1)
+    save(table=table)
 
 
 if __name__ == "__main__":
