@@ -12,9 +12,16 @@ typedef struct {
     // x (T, cols), row-major, valid only during the call.
     void (*fn)(void *ctx, int32_t group, const float *x, int64_t T, int64_t cols);
     void *ctx;
+    // Optional: the output of linear sublayer `linear` (sds_model_linear's index) before its
+    // bias, y = x W^T (T, rows), valid only during the call; NULL when not watched.
+    void (*out)(void *ctx, int32_t linear, const float *y, int64_t T, int64_t rows);
 } sds_capture;
 
 static inline void sds_capture_call(const sds_capture *c, int32_t group, const float *x, int64_t T,
                                     int64_t cols) {
     if (c && c->fn) c->fn(c->ctx, group, x, T, cols);
+}
+
+static inline int sds_capture_wants_out(const sds_capture *c) {
+    return c && c->out;
 }

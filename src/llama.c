@@ -267,27 +267,27 @@ void sds_llama_layer_forward(const sds_llama_model *m, const sds_llama_layer *l,
     // attention block: x += o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x)
     sds_rmsnorm(w->h, x, l->attn_norm_w, T, C, eps);
     sds_capture_call(w->capture, 0, w->h, T, C);
-    sds_linear(w->q, w->h, l->q_w, l->q_b, T, C, Q);
-    sds_linear(w->k, w->h, l->k_w, l->k_b, T, C, KV);
-    sds_linear(w->v, w->h, l->v_w, l->v_b, T, C, KV);
+    sds_linear_watched(w->capture, SDS_LLAMA_Q, w->q, w->h, l->q_w, l->q_b, T, C, Q);
+    sds_linear_watched(w->capture, SDS_LLAMA_K, w->k, w->h, l->k_w, l->k_b, T, C, KV);
+    sds_linear_watched(w->capture, SDS_LLAMA_V, w->v, w->h, l->v_w, l->v_b, T, C, KV);
     rope_apply(w->q, T, NH, HD, w->rope_cos, w->rope_sin);
     rope_apply(w->k, T, NKV, HD, w->rope_cos, w->rope_sin);
     sds_attention(w->att, w->q, w->k, w->v, T, NH, NKV, HD, 1.0f / sqrtf((float)HD), w->scores);
     sds_capture_call(w->capture, 1, w->att, T, Q);
-    sds_linear(w->h, w->att, l->o_w, l->o_b, T, Q, C);
+    sds_linear_watched(w->capture, SDS_LLAMA_O, w->h, w->att, l->o_w, l->o_b, T, Q, C);
     sds_add(x, w->h, T * C);
 
     // SwiGLU block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x)
     sds_rmsnorm(w->h, x, l->mlp_norm_w, T, C, eps);
     sds_capture_call(w->capture, 2, w->h, T, C);
-    sds_linear(w->gate, w->h, l->gate_w, l->gate_b, T, C, F);
-    sds_linear(w->up, w->h, l->up_w, l->up_b, T, C, F);
+    sds_linear_watched(w->capture, SDS_LLAMA_GATE, w->gate, w->h, l->gate_w, l->gate_b, T, C, F);
+    sds_linear_watched(w->capture, SDS_LLAMA_UP, w->up, w->h, l->up_w, l->up_b, T, C, F);
     for (int64_t i = 0; i < T * F; i++) {
         const float g = w->gate[i];
         w->gate[i] = g / (1.0f + expf(-g)) * w->up[i];
     }
     sds_capture_call(w->capture, 3, w->gate, T, F);
-    sds_linear(w->h, w->gate, l->down_w, l->down_b, T, F, C);
+    sds_linear_watched(w->capture, SDS_LLAMA_DOWN, w->h, w->gate, l->down_w, l->down_b, T, F, C);
     sds_add(x, w->h, T * C);
 }
 

@@ -77,7 +77,7 @@ typedef struct {
     float *scores;              // attention scratch
     float *rope_cos, *rope_sin; // (T,HD/2) for positions 0..T-1
     float *logits;              // (chunk,V)
-    const sds_capture *capture; // NULL, or sees every linear sublayer's input
+    const sds_capture *capture; // NULL, or sees every linear sublayer's input (and output)
 } sds_llama_work;
 
 int sds_llama_work_alloc(sds_llama_work *w, const sds_model_config *cfg, int64_t T);

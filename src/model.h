@@ -67,7 +67,8 @@ int64_t sds_model_width(const sds_model *m);
 void sds_model_embed(const sds_model *m, const int32_t *tokens, int64_t T, float *x,
                      sds_model_work *w);
 // x (T,C) = decoder layer `layer` applied to x, in place; with w's capture (if set) called for
-// every input group. The layer must be held.
+// every input group (and every linear sublayer's output, if it watches them). The layer must be
+// held.
 void sds_model_layer_forward(const sds_model *m, int64_t layer, float *x, int64_t T,
                              sds_model_work *w);
 void sds_model_work_set_capture(sds_model_work *w, const sds_capture *c);

@@ -4,17 +4,30 @@
 #include <math.h>
 #include <string.h>
 
+static void add_bias(float *out, const float *bias, int64_t T, int64_t OC) {
+    for (int64_t t = 0; t < T; t++) {
+        float *o = out + t * OC;
+        for (int64_t i = 0; i < OC; i++) o[i] += bias[i];
+    }
+}
+
 void sds_linear(float *out, const float *inp, const float *weight, const float *bias, int64_t T,
                 int64_t IC, int64_t OC) {
     // row-major: out (T,OC) = inp (T,IC) * weight^T, weight stored (OC,IC)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)OC, (int)IC, 1.0f, inp,
                 (int)IC, weight, (int)IC, 0.0f, out, (int)OC);
-    if (bias) {
-        for (int64_t t = 0; t < T; t++) {
-            float *o = out + t * OC;
-            for (int64_t i = 0; i < OC; i++) o[i] += bias[i];
-        }
+    if (bias) add_bias(out, bias, T, OC);
+}
+
+void sds_linear_watched(const sds_capture *c, int32_t linear, float *out, const float *inp,
+                        const float *weight, const float *bias, int64_t T, int64_t IC, int64_t OC) {
+    if (!sds_capture_wants_out(c)) {
+        sds_linear(out, inp, weight, bias, T, IC, OC);
+        return;
     }
+    sds_linear(out, inp, weight, NULL, T, IC, OC);
+    c->out(c->ctx, linear, out, T, OC);
+    if (bias) add_bias(out, bias, T, OC);
 }
 
 void sds_layernorm(float *out, const float *inp, const float *weight, const float *bias, int64_t T,

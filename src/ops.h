@@ -1,11 +1,17 @@
 // Transformer building blocks over plain fp32 arrays, row-major, shapes in the names.
 // Matrix products go through OpenBLAS (cblas, row-major).
 #pragma once
+#include "capture.h"
+
 #include <stdint.h>
 
 // out (T,OC) = inp (T,IC) @ weight (OC,IC)^T + bias (OC) [bias may be NULL]
 void sds_linear(float *out, const float *inp, const float *weight, const float *bias, int64_t T,
                 int64_t IC, int64_t OC);
+// The same, with the output before the bias handed to c's `out` (if it watches outputs) as
+// linear sublayer `linear`; the result is the very bits of sds_linear's.
+void sds_linear_watched(const sds_capture *c, int32_t linear, float *out, const float *inp,
+                        const float *weight, const float *bias, int64_t T, int64_t IC, int64_t OC);
 // out (T,C) = layernorm(inp (T,C)) * weight + bias [weight, bias may be NULL]; out may be inp
 void sds_layernorm(float *out, const float *inp, const float *weight, const float *bias, int64_t T,
                    int64_t C, float eps);

@@ -209,14 +209,14 @@ void sds_opt_layer_forward(const sds_opt_model *m, const sds_opt_layer *l, float
         a_in = w->h;
     }
     sds_capture_call(w->capture, 0, a_in, T, C);
-    sds_linear(w->q, a_in, l->q_w, l->q_b, T, C, C);
-    sds_linear(w->k, a_in, l->k_w, l->k_b, T, C, C);
-    sds_linear(w->v, a_in, l->v_w, l->v_b, T, C, C);
+    sds_linear_watched(w->capture, SDS_OPT_Q, w->q, a_in, l->q_w, l->q_b, T, C, C);
+    sds_linear_watched(w->capture, SDS_OPT_K, w->k, a_in, l->k_w, l->k_b, T, C, C);
+    sds_linear_watched(w->capture, SDS_OPT_V, w->v, a_in, l->v_w, l->v_b, T, C, C);
     // HF scales q (bias included) before the product; same here, then scale 1 in attention
     for (int64_t i = 0; i < T * C; i++) w->q[i] *= scale;
     sds_attention(w->att, w->q, w->k, w->v, T, NH, NH, HD, 1.0f, w->scores);
     sds_capture_call(w->capture, 1, w->att, T, C);
-    sds_linear(w->h, w->att, l->out_w, l->out_b, T, C, C);
+    sds_linear_watched(w->capture, SDS_OPT_OUT, w->h, w->att, l->out_w, l->out_b, T, C, C);
     sds_add(x, w->h, T * C);
     if (!pre) sds_layernorm(x, x, l->attn_ln_w, l->attn_ln_b, T, C, eps);
 
@@ -227,10 +227,10 @@ void sds_opt_layer_forward(const sds_opt_model *m, const sds_opt_layer *l, float
         f_in = w->h;
     }
     sds_capture_call(w->capture, 2, f_in, T, C);
-    sds_linear(w->ff, f_in, l->fc1_w, l->fc1_b, T, C, F);
+    sds_linear_watched(w->capture, SDS_OPT_FC1, w->ff, f_in, l->fc1_w, l->fc1_b, T, C, F);
     sds_relu(w->ff, T * F);
     sds_capture_call(w->capture, 3, w->ff, T, F);
-    sds_linear(w->att, w->ff, l->fc2_w, l->fc2_b, T, F, C);
+    sds_linear_watched(w->capture, SDS_OPT_FC2, w->att, w->ff, l->fc2_w, l->fc2_b, T, F, C);
     sds_add(x, w->att, T * C);
     if (!pre) sds_layernorm(x, x, l->ffn_ln_w, l->ffn_ln_b, T, C, eps);
 }

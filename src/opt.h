@@ -69,7 +69,7 @@ typedef struct {
     float *scores;              // attention scratch
     float *emb;                 // (T,E)
     float *logits;              // (chunk,V)
-    const sds_capture *capture; // NULL, or sees every linear sublayer's input
+    const sds_capture *capture; // NULL, or sees every linear sublayer's input (and output)
 } sds_opt_work;
 
 int sds_opt_work_alloc(sds_opt_work *w, const sds_model_config *cfg, int64_t T);
