@@ -9,8 +9,8 @@ What a rank must hold in the current (sequential, issue 4) flow, from the model'
   - the model's fp32 weights (every rank holds the whole model until stages exist, issue 5);
   - its share of the calibration activations, ceil(nsamples / P) x seqlen x hidden x 4 bytes
     (twice for SDS with the dense target, which carries the dense path too);
-  - the statistics of one layer: a cols^2 fp32 Hessian per input group (x3 for SDS's dense
-    target: G, the cross Gram K and G_tt) plus one cols^2 SparseGPT factor;
+  - the statistics of one layer: a cols^2 fp32 Hessian per input group (x2 for SDS's dense
+    target: G and the cross Gram K) plus one cols^2 SparseGPT factor;
   - one sequence of forward scratch (q, k, v, attention, FFN, scores), a few x seqlen x F x 4;
   - the calibration ids (nsamples x seqlen x 4) and the model's vocabulary/tokenizer.
 The report is peak / that sum; the difference is the process baseline (MPI, OpenBLAS buffers,
@@ -52,7 +52,7 @@ def must_hold(s, np_, nsamples, seqlen, method):
     parts = {
         "weights": s["params"] * 4,
         "activations": n_local * T * C * 4 * (2 if two else 1),
-        "statistics": (3 * C * C + F * F) * 4 * (3 if two else 1) + F * F * 4,
+        "statistics": (3 * C * C + F * F) * 4 * (2 if two else 1) + F * F * 4,
         "scratch": (6 * T * C + 3 * T * F + T * T) * 4,
         "calibration ids": nsamples * T * 4,
     }

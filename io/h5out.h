@@ -38,7 +38,7 @@
 
 #define SDS_H5OUT_FORMAT         "sds-mpi-prune"
 #define SDS_H5OUT_FORMAT_VERSION 1
-#define SDS_H5OUT_MAX_EXTRA      8
+#define SDS_H5OUT_MAX_EXTRA      12
 #define SDS_H5OUT_NAME_LEN       32
 
 // Per-sublayer statistics (the same figures rank 0 prints). Rank 0's values are authoritative:

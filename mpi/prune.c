@@ -52,11 +52,22 @@ const char *sds_method_name(sds_method m) {
 // The capture hook: every input a sublayer group sees goes into that group's statistics, or,
 // when copy is set (SDS with the dense target), into copy[group] (T, cols) so that the pruned
 // and the dense path's inputs of one sequence can be combined into the cross Gram.
+// SDS with the dense target also watches the linear sublayers' outputs (capture_out): the
+// pruned path's are kept in ys[i] (T, rows), the dense path's compared with them into one
+// sequence's sums (ss, dd, diff of sds_sds_target_terms) at ysum[3 i .. 3 i + 2]; where
+// s_term[i] is set, ys[i] then becomes the difference of the two (for SDS's S, below).
 typedef struct {
     sds_hessian *h; // SDS_CAPTURE_GROUPS entries
     float **copy;   // NULL, or SDS_CAPTURE_GROUPS buffers of (T, cols)
     int rc;
+    int out_mode; // OUT_KEEP: the pruned path's outputs into ys; OUT_COMPARE: the dense path's
+    float **ys;
+    double *ysum;
+    const int *s_term;
 } capture_ctx;
+
+enum { OUT_OFF = 0, OUT_KEEP = 1, OUT_COMPARE = 2 };
+enum { MAX_LINEAR = 8 }; // linear sublayers per decoder layer (OPT 6, Llama 7)
 
 static void capture_add(void *ctx, int32_t group, const float *x, int64_t T, int64_t cols) {
     capture_ctx *c = ctx;
@@ -65,6 +76,29 @@ static void capture_add(void *ctx, int32_t group, const float *x, int64_t T, int
         memcpy(c->copy[group], x, (size_t)(T * cols) * sizeof(float));
     else if (c->rc == SDS_OK)
         c->rc = sds_hessian_add(&c->h[group], x, 1, T);
+}
+
+static void capture_out(void *ctx, int32_t i, const float *y, int64_t T, int64_t rows) {
+    capture_ctx *c = ctx;
+    SDS_ASSERT(i >= 0 && i < MAX_LINEAR);
+    const size_t n = (size_t)(T * rows);
+    if (c->out_mode == OUT_KEEP) {
+        memcpy(c->ys[i], y, n * sizeof(float));
+    } else if (c->out_mode == OUT_COMPARE) {
+        float *ys = c->ys[i];
+        double ss = 0.0, dd = 0.0, diff = 0.0;
+        for (size_t k = 0; k < n; k++) {
+            const double a = ys[k], b = y[k];
+            ss += a * a;
+            dd += b * b;
+            diff += (a - b) * (a - b);
+        }
+        if (c->s_term[i])
+            for (size_t k = 0; k < n; k++) ys[k] -= y[k];
+        c->ysum[3 * i] = ss;
+        c->ysum[3 * i + 1] = dd;
+        c->ysum[3 * i + 2] = diff;
+    }
 }
 
 static json_t *options_json(const sds_prune_opts *o, int nranks) {
@@ -181,44 +215,71 @@ static int first_prune(const sds_prune_opts *o, sds_linear_ref r, const sds_hess
     return sparsegpt_sublayer(o, r, h->H, mask, damping);
 }
 
+// SDS's dense-target statistics of one sublayer: its group's cross Gram K = X_s^T X_d (already
+// blended for a fixed --sds-mix), or, in groups whose sublayers have fewer rows in all than the
+// group has columns, the sublayer's own S = W_d (G - K^T) for the full target (b = 1); the sums
+// of its outputs (ss, dd, diff: sds_sds_target_terms); all on the Hessian's scale. For
+// --sds-mix auto also the held-out (odd) sequences' Hessian and K or S and output sums (else
+// Gv, Kv, Sv NULL).
+typedef struct {
+    const float *K, *S, *Gv, *Kv, *Sv;
+    double y[3], yv[3];
+} dense_stats;
+
 // Owner rank: SDS's steps 2-3 on sublayer r, first-pruned in place (mask), from its dense
-// weights; fills st's errors and extras. K, Gtt: the cross and target Grams (dense target),
-// else NULL; val: the held-out Grams for --sds-mix auto, else NULL.
-static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h, const float *K,
-                    const float *Gtt, const sds_problem *val, const float *dense, uint8_t *mask,
-                    sds_h5out_stats *st) {
+// weights; fills st's errors and extras. ds: the dense target's statistics, NULL for the
+// pruned target.
+static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
+                    const dense_stats *ds, const float *dense, uint8_t *mask, sds_h5out_stats *st) {
     int rc = SDS_OK;
-    sds_problem p = {r.rows, r.cols, dense, h->H, K, Gtt, h->wanda};
-    float *Kb = NULL, *Gb = NULL, *Gf = NULL;
-    double mix = K ? o->sds.mix : 0.0;
-    if (val) {
-        // --sds-mix auto: SDS is fitted on the even sequences only (G_f = G - G_v, ...),
-        // the blend chosen on the odd ones, so they stay held out through every layer
-        const size_t ng = (size_t)(r.cols * r.cols);
-        Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
-        Gb = sds_malloc(ng * sizeof(float), "SDS target Gram");
-        Gf = sds_malloc(ng * sizeof(float), "SDS fitting Gram");
-        if (!Kb || !Gb || !Gf) rc = SDS_ERR_IO;
-        if (rc == SDS_OK) {
-            for (size_t i = 0; i < ng; i++) {
-                Gf[i] = h->H[i] - val->G[i];
-                Kb[i] = K[i] - val->K[i];
-                Gb[i] = Gtt[i] - val->Gtt[i];
-            }
-            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, Gb, NULL};
-            rc = sds_sds_choose_mix(&fit, val, o->percdamp, &mix);
-        }
-        if (rc == SDS_OK) {
-            sds_sds_mix_target(Gf, Kb, Gb, r.cols, mix, Kb, Gb);
-            p.G = Gf;
-            p.K = Kb;
-            p.Gtt = Gb;
+    sds_problem p = {r.rows, r.cols, dense, h->H, NULL, NULL, 0.0, 0.0, h->wanda};
+    const size_t nw = (size_t)(r.rows * r.cols), ng = (size_t)(r.cols * r.cols);
+    float *Kb = NULL, *Sb = NULL, *Gf = NULL;
+    double mix = ds ? o->sds.mix : 0.0, y[3] = {0.0, 0.0, 0.0};
+    if (ds) {
+        p.K = ds->K;
+        memcpy(y, ds->y, sizeof y);
+        if (ds->S) {
+            Sb = sds_malloc(nw * sizeof(float), "SDS target term");
+            if (!Sb) rc = SDS_ERR_IO;
+            if (rc == SDS_OK && !ds->Gv)
+                for (size_t i = 0; i < nw; i++) Sb[i] = (float)(mix * (double)ds->S[i]);
+            p.S = Sb;
         }
     }
+    if (rc == SDS_OK && ds && ds->Gv) {
+        // --sds-mix auto: SDS is fitted on the even sequences only (G_f = G - G_v, ...),
+        // the blend chosen on the odd ones, so they stay held out through every layer
+        Gf = sds_malloc(ng * sizeof(float), "SDS fitting Gram");
+        if (ds->K) Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
+        if (!Gf || (ds->K && !Kb)) rc = SDS_ERR_IO;
+        if (rc == SDS_OK) {
+            for (size_t i = 0; i < ng; i++) Gf[i] = h->H[i] - ds->Gv[i];
+            if (ds->K)
+                for (size_t i = 0; i < ng; i++) Kb[i] = ds->K[i] - ds->Kv[i];
+            else
+                for (size_t i = 0; i < nw; i++) Sb[i] = ds->S[i] - ds->Sv[i];
+            for (int k = 0; k < 3; k++) y[k] -= ds->yv[k];
+            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, ds->K ? NULL : Sb,
+                                     0.0,    0.0,    NULL};
+            const sds_problem val = {r.rows, r.cols, dense, ds->Gv, ds->Kv, ds->Sv, 0.0, 0.0, NULL};
+            rc = sds_sds_choose_mix(&fit, &val, o->percdamp, &mix);
+        }
+        if (rc == SDS_OK) {
+            p.G = Gf;
+            if (ds->K) {
+                sds_sds_mix_target(Gf, Kb, r.cols, mix, Kb);
+                p.K = Kb;
+            } else {
+                for (size_t i = 0; i < nw; i++) Sb[i] = (float)(mix * (double)Sb[i]);
+            }
+        }
+    }
+    if (ds) sds_sds_target_terms(y[0], y[1], y[2], mix, &p.e_tt, &p.c0);
     sds_sds_info info;
     if (rc == SDS_OK) rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
     free(Kb);
-    free(Gb);
+    free(Sb);
     free(Gf);
     if (rc != SDS_OK) return rc;
     add_extra(st, "sds_mix", mix);
@@ -230,6 +291,12 @@ static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian
     add_extra(st, "kept_sds", info.kept_sds);
     add_extra(st, "adjust_steps", info.adjust_steps);
     add_extra(st, "adjust_best", info.adjust_best);
+    if (ds) {
+        // K (Grams of the inputs) against the output sums: <W_d, S> = <Y_s, Y_s - Y_t>
+        // = b <Y_s, Y_s - Y_d> = b (ss - dd + diff) / 2; relative to ss, ~1e-6 from rounding
+        const double want = mix * (y[0] - y[1] + y[2]) / 2.0;
+        add_extra(st, "sds_target_check", y[0] > 0.0 ? fabs(info.wd_s - want) / y[0] : 0.0);
+    }
     return SDS_OK;
 }
 
@@ -242,11 +309,9 @@ static void count_sparsity(sds_linear_ref r, sds_h5out_stats *st) {
 }
 
 // Owner rank: prunes one sublayer in place with the group's statistics; fills st and mask.
-// K, Gtt: SDS's cross Gram and target Gram (dense target), else NULL.
-// val: the held-out Grams for --sds-mix auto (G, K, Gtt of the odd sequences), else NULL.
+// ds: SDS's dense-target statistics, else NULL.
 static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
-                          const float *K, const float *Gtt, const sds_problem *val, uint8_t *mask,
-                          sds_h5out_stats *st) {
+                          const dense_stats *ds, uint8_t *mask, sds_h5out_stats *st) {
     const size_t numel = (size_t)(r.rows * r.cols);
     float *dense = sds_malloc(numel * sizeof(float), "dense weights");
     if (!dense) return SDS_ERR_IO;
@@ -254,7 +319,7 @@ static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_h
     int rc = first_prune(o, r, h, mask, &st->damping);
     double err = 0.0;
     if (rc == SDS_OK && o->method == SDS_METHOD_SDS)
-        rc = sds_step(o, r, h, K, Gtt, val, dense, mask, st);
+        rc = sds_step(o, r, h, ds, dense, mask, st);
     else if (rc == SDS_OK)
         rc = sds_hessian_recon_error(h->H, r.cols, dense, r.w, r.rows, &err);
     free(dense);
@@ -364,13 +429,52 @@ static int seq_owner(int64_t N, int G, int64_t s) {
 
 // The statistics of one layer's input groups on one stage (see layer_stats_compute).
 typedef struct {
-    sds_hessian h[SDS_CAPTURE_GROUPS], hd[SDS_CAPTURE_GROUPS], hv[SDS_CAPTURE_GROUPS],
-        hdv[SDS_CAPTURE_GROUPS];
+    sds_hessian h[SDS_CAPTURE_GROUPS], hv[SDS_CAPTURE_GROUPS];
     float *K[SDS_CAPTURE_GROUPS], *Kv[SDS_CAPTURE_GROUPS], *xs_buf[SDS_CAPTURE_GROUPS],
         *xd_buf[SDS_CAPTURE_GROUPS];
     // exact sums of the cross Grams (src/xsum.h) until they are reduced into K, Kv
     sds_xsum_t *Kacc[SDS_CAPTURE_GROUPS], *Kvacc[SDS_CAPTURE_GROUPS];
+    // SDS, dense target: per linear sublayer the sums of its outputs (ss, dd, diff), all
+    // sequences (y) and the held-out odd ones (yv), on the Hessian's scale; while they are
+    // gathered, the pruned path's outputs of one sequence (ys) and every sequence's sums (ysum)
+    double y[MAX_LINEAR][3], yv[MAX_LINEAR][3];
+    float *ys[MAX_LINEAR];
+    double *ysum;
+    // groups whose sublayers get their own S instead of the group's K (dense_stats), and per
+    // sublayer of those: S, the held-out Sv, and their exact sums until they are reduced
+    int s_group[SDS_CAPTURE_GROUPS], s_term[MAX_LINEAR];
+    float *S[MAX_LINEAR], *Sv[MAX_LINEAR];
+    sds_xsum_t *Sacc[MAX_LINEAR], *Svacc[MAX_LINEAR];
 } layer_stats;
+
+// The dense-target statistics of sublayer i (group g) into ds; NULL without the dense path.
+static const dense_stats *dense_stats_of(const layer_stats *ls, int32_t i, int32_t g, int two_paths,
+                                         int auto_mix, dense_stats *ds) {
+    if (!two_paths) return NULL;
+    memset(ds, 0, sizeof *ds);
+    ds->K = ls->K[g];
+    ds->S = ls->S[i];
+    memcpy(ds->y, ls->y[i], sizeof ds->y);
+    if (auto_mix) {
+        ds->Gv = ls->hv[g].H;
+        ds->Kv = ls->Kv[g];
+        ds->Sv = ls->Sv[i];
+        memcpy(ds->yv, ls->yv[i], sizeof ds->yv);
+    }
+    return ds;
+}
+
+static void layer_stats_free_outputs(layer_stats *ls) {
+    for (int32_t i = 0; i < MAX_LINEAR; i++) {
+        free(ls->ys[i]);
+        free(ls->Sacc[i]);
+        free(ls->Svacc[i]);
+        ls->ys[i] = NULL;
+        ls->Sacc[i] = ls->Svacc[i] = NULL;
+    }
+    free(ls->ysum);
+    ls->ysum = NULL;
+}
 
 // Frees group g's statistics (its scratch too); with grams_too == 0 only the scratch: the
 // per-sequence input copies.
@@ -380,9 +484,7 @@ static void layer_stats_free_group(layer_stats *ls, int32_t g, int grams_too) {
     ls->xs_buf[g] = ls->xd_buf[g] = NULL;
     if (!grams_too) return;
     sds_hessian_free(&ls->h[g]);
-    sds_hessian_free(&ls->hd[g]);
     sds_hessian_free(&ls->hv[g]);
-    sds_hessian_free(&ls->hdv[g]);
     free(ls->K[g]);
     free(ls->Kv[g]);
     free(ls->Kacc[g]);
@@ -393,6 +495,11 @@ static void layer_stats_free_group(layer_stats *ls, int32_t g, int grams_too) {
 
 static void layer_stats_free(layer_stats *ls) {
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) layer_stats_free_group(ls, g, 1);
+    layer_stats_free_outputs(ls);
+    for (int32_t i = 0; i < MAX_LINEAR; i++) {
+        free(ls->S[i]);
+        free(ls->Sv[i]);
+    }
     memset(ls, 0, sizeof *ls);
 }
 
@@ -431,9 +538,9 @@ static int stage_ok(const run_ctx *c, int local, int *own) {
     return sds_agree_quiet(c->si.scomm, local, NULL) == SDS_OK;
 }
 
-// One sequence's cross Gram (cols, cols) into its exact sum.
-static int cross_add(sds_xsum_t *acc, const float *Kseq, int cols) {
-    if (sds_xsum_add_f32(acc, Kseq, (size_t)cols * (size_t)cols, SDS_HESSIAN_XSUM_LIMIT))
+// One sequence's cross Gram (cols, cols) or S (rows, cols), n entries, into its exact sum.
+static int cross_add(sds_xsum_t *acc, const float *Kseq, size_t n) {
+    if (sds_xsum_add_f32(acc, Kseq, n, SDS_HESSIAN_XSUM_LIMIT))
         return sds_error_set(SDS_ERR_NUMERIC,
                              "SDS cross Gram: an entry of one sequence is not finite or beyond "
                              "%.3g: the calibration activations are too large for exact sums",
@@ -442,47 +549,78 @@ static int cross_add(sds_xsum_t *acc, const float *Kseq, int cols) {
 }
 
 // (stage collective) Step 1 for layer l: the statistics of the dense layer on the pruned
-// model's activations (SDS, dense target: also the dense path's Gram G_tt and the cross Gram
-// K = X_s^T X_d per group, and the dense path advances through the still dense layer;
-// --sds-mix auto: the same three Grams of the odd sequences, held out to choose it). The
-// first layer of a later stage takes each sequence as it arrives from the stage before.
-// Returns this rank's own failure (SDS_OK when it had none).
+// model's activations (SDS, dense target: also the cross Gram K = X_s^T X_d per group and the
+// sums of each sublayer's outputs on both paths, and the dense path advances through the still
+// dense layer; --sds-mix auto: the Hessian, cross Gram and output sums of the odd sequences,
+// held out to choose it). The first layer of a later stage takes each sequence as it arrives
+// from the stage before. Returns this rank's own failure (SDS_OK when it had none).
 static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
     const sds_prune_opts *o = c->o;
     sds_model *m = c->m;
-    const int64_t T = c->T, C = c->C;
+    const int64_t T = c->T, C = c->C, N = o->nsamples;
     const int32_t n_lin = sds_model_n_linear(m);
+    SDS_ASSERT(n_lin <= MAX_LINEAR);
     int own = SDS_OK, rc = SDS_OK;
     memset(ls, 0, sizeof *ls);
-    sds_hessian *h = ls->h, *hd = ls->hd, *hv = ls->hv, *hdv = ls->hdv;
+    sds_hessian *h = ls->h, *hv = ls->hv;
     float **K = ls->K, **Kv = ls->Kv;
     int32_t flags = SDS_HESSIAN_GRAM | (c->wanda_stat ? SDS_HESSIAN_WANDA : 0);
+    // A group's K costs 2 cols^2 flops a token, its sublayers' own S 2 rows cols each: S where
+    // the group's rows are fewer than its columns (fc2, down_proj)
+    int64_t group_rows[SDS_CAPTURE_GROUPS] = {0};
+    for (int32_t i = 0; i < n_lin; i++)
+        group_rows[sds_model_linear(m, l, i).group] += sds_model_linear(m, l, i).rows;
+    for (int32_t i = 0; i < n_lin && c->two_paths; i++) {
+        const sds_linear_ref r = sds_model_linear(m, l, i);
+        ls->s_group[r.group] = group_rows[r.group] < r.cols;
+        ls->s_term[i] = ls->s_group[r.group];
+    }
     for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
         sds_linear_ref r = sds_model_linear(m, l, i);
         const int32_t g = r.group;
+        const size_t nw = (size_t)(r.rows * r.cols), ng = (size_t)(r.cols * r.cols);
+        if (c->two_paths) {
+            ls->ys[i] = sds_malloc((size_t)(T * r.rows) * sizeof(float), "SDS outputs");
+            if (!ls->ys[i]) rc = SDS_ERR_IO;
+        }
+        if (rc == SDS_OK && ls->s_term[i]) {
+            ls->S[i] = sds_calloc(nw, sizeof(float), "SDS target term");
+            ls->Sacc[i] = sds_calloc(nw, sizeof(sds_xsum_t), "SDS target term");
+            if (!ls->S[i] || !ls->Sacc[i]) rc = SDS_ERR_IO;
+            if (rc == SDS_OK && c->auto_mix) {
+                ls->Sv[i] = sds_calloc(nw, sizeof(float), "SDS target term");
+                ls->Svacc[i] = sds_calloc(nw, sizeof(sds_xsum_t), "SDS target term");
+                if (!ls->Sv[i] || !ls->Svacc[i]) rc = SDS_ERR_IO;
+            }
+        }
         if (h[g].cols != 0) continue;
-        rc = sds_hessian_init(&h[g], r.cols, flags);
+        if (rc == SDS_OK) rc = sds_hessian_init(&h[g], r.cols, flags);
         if (rc == SDS_OK && c->two_paths) {
-            rc = sds_hessian_init(&hd[g], r.cols, SDS_HESSIAN_GRAM);
-            K[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
-            ls->Kacc[g] =
-                sds_calloc((size_t)(r.cols * r.cols), sizeof(sds_xsum_t), "SDS cross Gram");
             ls->xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
             ls->xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
-            if (rc == SDS_OK && (!K[g] || !ls->Kacc[g] || !ls->xs_buf[g] || !ls->xd_buf[g]))
-                rc = SDS_ERR_IO;
+            if (!ls->xs_buf[g] || !ls->xd_buf[g]) rc = SDS_ERR_IO;
+        }
+        if (rc == SDS_OK && c->two_paths && !ls->s_group[g]) {
+            K[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
+            ls->Kacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
+            if (!K[g] || !ls->Kacc[g]) rc = SDS_ERR_IO;
         }
         if (rc == SDS_OK && c->auto_mix) {
             rc = sds_hessian_init(&hv[g], r.cols, SDS_HESSIAN_GRAM);
-            if (rc == SDS_OK) rc = sds_hessian_init(&hdv[g], r.cols, SDS_HESSIAN_GRAM);
-            Kv[g] = sds_calloc((size_t)(r.cols * r.cols), sizeof(float), "SDS cross Gram");
-            ls->Kvacc[g] =
-                sds_calloc((size_t)(r.cols * r.cols), sizeof(sds_xsum_t), "SDS cross Gram");
-            if (rc == SDS_OK && (!Kv[g] || !ls->Kvacc[g])) rc = SDS_ERR_IO;
+            if (rc == SDS_OK && !ls->s_group[g]) {
+                Kv[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
+                ls->Kvacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
+                if (!Kv[g] || !ls->Kvacc[g]) rc = SDS_ERR_IO;
+            }
         }
     }
-    capture_ctx cc = {h, NULL, rc};
-    sds_capture cap = {capture_add, &cc};
+    if (rc == SDS_OK && c->two_paths) {
+        // every sequence's output sums; this rank fills its own sequences' entries
+        ls->ysum = sds_calloc((size_t)(N * n_lin * 3), sizeof(double), "SDS output sums");
+        if (!ls->ysum) rc = SDS_ERR_IO;
+    }
+    capture_ctx cc = {h, NULL, rc, OUT_OFF, ls->ys, NULL, ls->s_term};
+    sds_capture cap = {capture_add, &cc, c->two_paths ? capture_out : NULL};
     sds_model_work_set_capture(&c->w, &cap);
     const int receive = c->rreq && l == c->si.llo;
     double t0 = sds_now();
@@ -500,66 +638,115 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
             continue;
         }
         cc.copy = ls->xs_buf;
+        cc.out_mode = OUT_KEEP;
         sds_model_layer_forward(m, l, c->x, T, &c->w);
         cc.copy = ls->xd_buf;
+        cc.out_mode = OUT_COMPARE;
+        cc.ysum = ls->ysum + (c->lo + s) * n_lin * 3;
         sds_model_layer_forward(m, l, c->inps_d + s * T * C, T, &c->w);
         cc.copy = NULL;
+        cc.out_mode = OUT_OFF;
+        const int odd = c->auto_mix && (c->lo + s) % 2 == 1;
         for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && cc.rc == SDS_OK; g++) {
             if (h[g].cols == 0) continue;
             const int cg = (int)h[g].cols;
             const float *xs = ls->xs_buf[g], *xd = ls->xd_buf[g];
             cc.rc = sds_hessian_add(&h[g], xs, 1, T);
-            if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hd[g], xd, 1, T);
+            if (odd && cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hv[g], xs, 1, T);
+            if (ls->s_group[g]) continue;
             // this sequence's X_s^T X_d, added exactly (K serves as the scratch until the end)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f, xs, cg, xd,
                         cg, 0.0f, K[g], cg);
-            if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kacc[g], K[g], cg);
-            if (c->auto_mix && (c->lo + s) % 2 == 1 && cc.rc == SDS_OK) {
-                cc.rc = sds_hessian_add(&hv[g], xs, 1, T);
-                if (cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hdv[g], xd, 1, T);
-                if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kvacc[g], K[g], cg);
-            }
+            const size_t ng = (size_t)cg * (size_t)cg;
+            if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kacc[g], K[g], ng);
+            if (odd && cc.rc == SDS_OK) cc.rc = cross_add(ls->Kvacc[g], K[g], ng);
+        }
+        for (int32_t i = 0; i < n_lin && cc.rc == SDS_OK; i++) {
+            if (!ls->s_term[i]) continue;
+            // this sequence's S = (X_s W_d^T - X_d W_d^T)^T X_s (ys[i] holds the difference),
+            // added exactly (S[i] the scratch until the end)
+            const sds_linear_ref r = sds_model_linear(m, l, i);
+            const int rr = (int)r.rows, cg = (int)r.cols;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rr, cg, (int)T, 1.0f, ls->ys[i],
+                        rr, ls->xs_buf[r.group], cg, 0.0f, ls->S[i], cg);
+            const size_t nw = (size_t)rr * (size_t)cg;
+            cc.rc = cross_add(ls->Sacc[i], ls->S[i], nw);
+            if (odd && cc.rc == SDS_OK) cc.rc = cross_add(ls->Svacc[i], ls->S[i], nw);
         }
     }
     sds_model_work_set_capture(&c->w, NULL);
+    for (int32_t i = 0; i < MAX_LINEAR; i++) {
+        free(ls->ys[i]);
+        ls->ys[i] = NULL;
+    }
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) layer_stats_free_group(ls, g, 0);
     c->t_stats += sds_now() - t0;
     t0 = sds_now();
     if (!stage_ok(c, cc.rc, &own)) return own;
     MPI_Comm sc = c->si.scomm;
+    if (c->two_paths) {
+        // Each sequence's sums come from the one rank that holds it (the others add zeros), and
+        // they are added in sequence order: the same bits at any rank count.
+        MPI_Allreduce(MPI_IN_PLACE, ls->ysum, (int)(N * n_lin * 3), MPI_DOUBLE, MPI_SUM, sc);
+        const double scale = 2.0 / (double)N; // as the Hessian's
+        for (int32_t i = 0; i < n_lin; i++)
+            for (int k = 0; k < 3; k++) {
+                double all = 0.0, odd = 0.0;
+                for (int64_t q = 0; q < N; q++) {
+                    const double v = ls->ysum[(q * n_lin + i) * 3 + k];
+                    all += v;
+                    if (q % 2 == 1) odd += v;
+                }
+                ls->y[i][k] = all * scale;
+                ls->yv[i][k] = odd * scale;
+            }
+        for (int32_t i = 0; i < n_lin; i++) {
+            if (!ls->s_term[i]) continue;
+            const sds_linear_ref r = sds_model_linear(m, l, i);
+            const size_t nw = (size_t)(r.rows * r.cols);
+            const float fs = (float)scale;
+            sds_xsum_allreduce(sc, ls->Sacc[i], nw);
+            sds_xsum_to_f32(ls->Sacc[i], ls->S[i], nw);
+            for (size_t k = 0; k < nw; k++) ls->S[i][k] *= fs;
+            if (c->auto_mix) {
+                sds_xsum_allreduce(sc, ls->Svacc[i], nw);
+                sds_xsum_to_f32(ls->Svacc[i], ls->Sv[i], nw);
+                for (size_t k = 0; k < nw; k++) ls->Sv[i][k] *= fs;
+            }
+        }
+        layer_stats_free_outputs(ls);
+    }
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
         if (h[g].cols == 0) continue;
         const int n2 = (int)(h[g].cols * h[g].cols);
         // exact sums over every stage rank's sequences (X^T X, sum of squares): the same bits
         // at any rank count
         sds_hessian_allreduce(sc, &h[g]);
-        h[g].nseq = o->nsamples;
+        h[g].nseq = N;
         if (!stage_ok(c, sds_hessian_finish(&h[g]), &own)) return own;
-        if (!c->two_paths) continue;
-        sds_hessian_allreduce(sc, &hd[g]);
+        if (c->auto_mix) {
+            // held-out Hessian on the same scale as the full one (2 / nsamples)
+            sds_hessian_allreduce(sc, &hv[g]);
+            hv[g].nseq = N;
+            if (!stage_ok(c, sds_hessian_finish(&hv[g]), &own)) return own;
+        }
+        if (!c->two_paths || ls->s_group[g]) continue;
         sds_xsum_allreduce(sc, ls->Kacc[g], (size_t)n2);
         sds_xsum_to_f32(ls->Kacc[g], K[g], (size_t)n2);
         free(ls->Kacc[g]);
         ls->Kacc[g] = NULL;
-        hd[g].nseq = o->nsamples;
-        const float scale = (float)(2.0 / (double)o->nsamples); // as the Hessian's
+        const float scale = (float)(2.0 / (double)N); // as the Hessian's
         for (int i2 = 0; i2 < n2; i2++) K[g][i2] *= scale;
-        if (!stage_ok(c, sds_hessian_finish(&hd[g]), &own)) return own;
         // a fixed partial target X_t = (1 - b) X_s + b X_d (auto: per sublayer, later)
         if (o->sds.mix >= 0.0 && o->sds.mix != 1.0)
-            sds_sds_mix_target(h[g].H, K[g], hd[g].H, h[g].cols, o->sds.mix, K[g], hd[g].H);
+            sds_sds_mix_target(h[g].H, K[g], h[g].cols, o->sds.mix, K[g]);
         if (c->auto_mix) {
-            // held-out Grams on the same scale as the full ones (2 / nsamples)
-            sds_hessian_allreduce(sc, &hv[g]);
-            sds_hessian_allreduce(sc, &hdv[g]);
+            // held-out cross Gram on the same scale
             sds_xsum_allreduce(sc, ls->Kvacc[g], (size_t)n2);
             sds_xsum_to_f32(ls->Kvacc[g], Kv[g], (size_t)n2);
             free(ls->Kvacc[g]);
             ls->Kvacc[g] = NULL;
-            hv[g].nseq = hdv[g].nseq = o->nsamples;
             for (int i2 = 0; i2 < n2; i2++) Kv[g][i2] *= scale;
-            rc = sds_hessian_finish(&hv[g]);
-            if (rc == SDS_OK) rc = sds_hessian_finish(&hdv[g]);
-            if (!stage_ok(c, rc, &own)) return own;
         }
     }
     c->t_reduce += sds_now() - t0;
@@ -663,7 +850,7 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
         if (rc == SDS_OK && (!gs->cap[g] || !gs->rbuf[g])) rc = SDS_ERR_IO;
     }
     if (!stage_ok(c, rc, &own)) return own;
-    sds_capture cap = {grid_capture, gs};
+    sds_capture cap = {grid_capture, gs, NULL};
     const int receive = c->rreq && l == c->si.llo;
     const int64_t rounds = (N + G - 1) / G;
     MPI_Comm sc = c->si.scomm;
@@ -1054,11 +1241,10 @@ static int held_sds(run_ctx *c, int64_t l, held_layer *hl, sds_sublayer_report *
         sds_sublayer_report *rp = &rep[l * n_lin + i];
         const int32_t g = r.group;
         const layer_stats *ls = &hl->ls;
-        const sds_problem val = {r.rows,    r.cols,       hl->dense[i], ls->hv[g].H,
-                                 ls->Kv[g], ls->hdv[g].H, NULL};
+        dense_stats ds;
         const double t0 = sds_now();
-        lrc = sds_step(o, r, &ls->h[g], ls->K[g], c->two_paths ? ls->hd[g].H : NULL,
-                       c->auto_mix ? &val : NULL, hl->dense[i], hl->mask[i], &rp->st);
+        lrc = sds_step(o, r, &ls->h[g], dense_stats_of(ls, i, g, c->two_paths, c->auto_mix, &ds),
+                       hl->dense[i], hl->mask[i], &rp->st);
         if (lrc == SDS_OK) count_sparsity(r, &rp->st);
         free(hl->dense[i]);
         hl->dense[i] = NULL;
@@ -1471,9 +1657,10 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
             const double t0 = sds_now();
             uint8_t *mask = sds_calloc((size_t)(r.rows * r.cols), 1, "mask");
             const int32_t g = r.group;
-            const sds_problem val = {r.rows, r.cols, r.w, ls.hv[g].H, ls.Kv[g], ls.hdv[g].H, NULL};
-            int lrc = mask ? prune_sublayer(&o, r, &ls.h[g], ls.K[g], two_paths ? ls.hd[g].H : NULL,
-                                            auto_mix ? &val : NULL, mask, &rp->st)
+            dense_stats ds;
+            int lrc = mask ? prune_sublayer(&o, r, &ls.h[g],
+                                            dense_stats_of(&ls, i, g, two_paths, auto_mix, &ds),
+                                            mask, &rp->st)
                            : SDS_ERR_IO;
             lrc = name_failure(lrc, rp->name);
             if (lrc != SDS_OK)

@@ -134,8 +134,8 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
         const int dense = in->sds_dense_target;
         // first and second pruning
         f += 2.0 * sparsegpt_flops(rows, cols);
-        // fixed terms: W_d M, W_d (G - K^T), W_d G_tt (dense target) or W_d G; power iteration
-        f += (dense ? 6.0 : 2.0) * rcc + 60.0 * 2.0 * cols * cols;
+        // fixed terms: W_d (G - K^T) (dense target) or W_d G; power iteration
+        f += 2.0 * rcc + 60.0 * 2.0 * cols * cols;
         // the error (W - W_d) G at the first, re-dense, second pruning and every adjust step
         f += 2.0 * rcc * (3 + adj);
         // ridge: Cholesky of G + damping, two triangular solves with rows right-hand sides
@@ -217,28 +217,35 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
     if (in->eval) fwd += 64 * V;
     fwd *= F4;
 
-    // one layer's statistics: a Gram per group (x3 with the dense path: G_tt and K; x6 with
-    // --sds-mix auto: the held-out three), SDS's copies of each group's inputs for one sequence,
-    // Wanda's column sums
-    // The Grams are exact sums (src/xsum.h): while a layer's sequences are added, each
-    // symmetric Gram (G, G_tt) has its fp32 matrix (4 B per entry) and a packed 128-bit
-    // accumulator of its upper triangle (8 B per entry), the cross Gram K its fp32 matrix and a
-    // full 128-bit accumulator (16 B); the accumulators are freed once reduced (before any
-    // pruning), and they are what is all-reduced.
+    // one layer's statistics: a Gram per group (x2 with the dense path: K; x4 with --sds-mix
+    // auto: the held-out two), SDS's copies of each group's inputs and each sublayer's outputs
+    // for one sequence, Wanda's column sums
+    // The Grams are exact sums (src/xsum.h): while a layer's sequences are added, the symmetric
+    // Gram G has its fp32 matrix (4 B per entry) and a packed 128-bit accumulator of its upper
+    // triangle (8 B per entry), the cross Gram K its fp32 matrix and a full 128-bit accumulator
+    // (16 B); the accumulators are freed once reduced (before any pruning), and they are what
+    // is all-reduced.
+    // A group whose sublayers have fewer rows in all than it has columns (fc2, down_proj) gets
+    // per sublayer S (rows x cols, fp32 and a full 128-bit accumulator) instead of K.
+    double group_rows[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int i = 0; i < pl.n; i++) group_rows[pl.group[i]] += pl.rows[i];
     double stats = 0.0, acc_bytes = 0.0, gram_flops_tok = 0.0, gram_bytes = 0.0;
     for (int k = 0; k < pl.n_groups; k++) {
-        const double cc = pl.group_cols[k];
-        const double mult = auto_mix ? 6.0 : two ? 3.0 : 1.0;
-        const double acc = (auto_mix ? 2.0 : 1.0) * (two ? 8.0 + 8.0 + 16.0 : 8.0) * cc * cc;
-        stats += mult * cc * cc * PLAN_GRAM_HELD;
+        const double cc = pl.group_cols[k], rg = group_rows[k];
+        const double halves = auto_mix ? 2.0 : 1.0; // auto: the odd half again
+        const double cross = two ? (rg < cc ? rg * cc : cc * cc) : 0.0;
+        const double acc = halves * (8.0 * cc * cc + 16.0 * cross);
+        stats += halves * (cc * cc + cross) * PLAN_GRAM_HELD;
         acc_bytes += acc;
         if (two) stats += 2.0 * T * cc * F4;
         if (wanda || is_sds) stats += cc * 12.0;
-        // ssyrk of G (cols^2 per token); dense path: G_tt (syrk) and K (gemm, 2 cols^2);
-        // auto: the odd half again
-        gram_flops_tok += two ? (auto_mix ? 6.0 : 4.0) * cc * cc : cc * cc;
+        // ssyrk of G (cols^2 per token, auto: the odd half again); dense path: K or the S's
+        // (gemm, 2 cols^2 or 2 rows cols)
+        gram_flops_tok += halves * cc * cc + 2.0 * cross;
         gram_bytes += acc;
     }
+    if (two)
+        for (int i = 0; i < pl.n; i++) stats += T * pl.rows[i] * F4; // the pruned path's outputs
 
     // the largest sublayer's pruning buffers on its owner
     double prune_mem = 0.0, lin_params = 0.0;
@@ -252,7 +259,7 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             // matrix; while fixed_init runs, T and M instead of D and U: no more)
             b += 5.0 * nw * F4 + 2.0 * nw + ng * F4;
             if (adj_nesterov) b += 2.0 * nw * F4; // the previous iterate and its product
-            if (auto_mix) b += 3.0 * ng * F4;     // the fitting Grams G_f, K_b, G_b
+            if (auto_mix) b += 2.0 * ng * F4;     // the fitting Grams G_f, K_b
         }
         prune_mem = b > prune_mem ? b : prune_mem;
         lin_params += nw;
@@ -310,9 +317,10 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             // (no checkpoints) the owners' sublayers: the largest rank's share, at least the
             // largest sublayer or group
             double gram_all = 0.0, gram_max = 0.0, w_max = 0.0;
-            const double mult = auto_mix ? 6.0 : two ? 3.0 : 1.0;
             for (int q = 0; q < pl.n_groups; q++) {
-                const double b = mult * pl.group_cols[q] * pl.group_cols[q] * F4;
+                const double cc = pl.group_cols[q], rg = group_rows[q];
+                const double cross = two ? (rg < cc ? rg * cc : cc * cc) : 0.0;
+                const double b = (auto_mix ? 2.0 : 1.0) * (cc * cc + cross) * F4;
                 gram_all += b;
                 gram_max = b > gram_max ? b : gram_max;
             }

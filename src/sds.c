@@ -35,18 +35,15 @@ void sds_sds_defaults(sds_sds_opts *o) {
     o->blocksize = SDS_SPARSEGPT_BLOCK;
 }
 
-void sds_sds_mix_target(const float *G, const float *K, const float *Gdd, int64_t cols, double b,
-                        float *K_out, float *Gtt_out) {
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = i; j < cols; j++) {
-            const double gs = G[i * cols + j], gd = Gdd[i * cols + j];
-            const double kij = K[i * cols + j], kji = K[j * cols + i];
-            const float tt =
-                (float)((1 - b) * (1 - b) * gs + b * (1 - b) * (kij + kji) + b * b * gd);
-            Gtt_out[i * cols + j] = Gtt_out[j * cols + i] = tt;
-            K_out[i * cols + j] = (float)((1 - b) * gs + b * kij);
-            K_out[j * cols + i] = (float)((1 - b) * gs + b * kji);
-        }
+void sds_sds_mix_target(const float *G, const float *K, int64_t cols, double b, float *K_out) {
+    const size_t n = (size_t)(cols * cols);
+    for (size_t i = 0; i < n; i++) K_out[i] = (float)((1 - b) * (double)G[i] + b * (double)K[i]);
+}
+
+void sds_sds_target_terms(double ss, double dd, double diff, double b, double *e_tt, double *c0) {
+    const double e = ss + b * (dd - ss - diff) + b * b * diff;
+    *e_tt = e > 0.0 ? e : 0.0; // (a sum of squares; rounding alone could take it below 0)
+    *c0 = b * b * diff;
 }
 
 const char *sds_target_name(sds_target t) {
@@ -63,7 +60,7 @@ const char *sds_base_name(sds_base b) {
 typedef struct {
     const sds_problem *p;
     float *S; // (rows, cols), NULL for target (a)
-    double c0, e_tt, lmax;
+    double c0, e_tt, lmax, wd_s;
     double wd_l1, wd_l2; // |W_d|_1, |W_d|_F^2
 } fixed;
 
@@ -107,33 +104,40 @@ static double lambda_max(const float *G, int64_t n) {
     return lam * 1.02; // power iteration approaches from below
 }
 
+// out (rows, cols) = S = W_d (G - K^T) of a dense-target problem (given, or from K).
+static int target_term(const sds_problem *p, float *out) {
+    const int64_t R = p->rows, C = p->cols;
+    if (p->S) {
+        memcpy(out, p->S, (size_t)(R * C) * sizeof(float));
+        return SDS_OK;
+    }
+    float *M = sds_malloc((size_t)(C * C) * sizeof(float), "SDS cross Gram");
+    if (!M) return SDS_ERR_IO;
+    for (int64_t i = 0; i < C; i++)
+        for (int64_t j = 0; j < C; j++) M[i * C + j] = p->G[i * C + j] - p->K[j * C + i];
+    mul(p->Wd, R, C, M, out);
+    free(M);
+    return SDS_OK;
+}
+
 static int fixed_init(fixed *f, const sds_problem *p) {
     memset(f, 0, sizeof *f);
     f->p = p;
     const int64_t R = p->rows, C = p->cols;
-    const size_t nw = (size_t)(R * C), ng = (size_t)(C * C);
+    const size_t nw = (size_t)(R * C);
     float *T = sds_malloc(nw * sizeof(float), "SDS scratch");
     if (!T) return SDS_ERR_IO;
-    if (p->K) {
-        float *M = sds_malloc(ng * sizeof(float), "SDS cross Gram");
+    if (p->K || p->S) {
         f->S = sds_malloc(nw * sizeof(float), "SDS target term");
-        if (!M || !f->S) {
-            free(M);
+        if (!f->S || target_term(p, f->S) != SDS_OK) {
             free(T);
             free(f->S);
             f->S = NULL;
             return SDS_ERR_IO;
         }
-        for (int64_t i = 0; i < C; i++)
-            for (int64_t j = 0; j < C; j++) M[i * C + j] = p->G[i * C + j] - p->K[j * C + i];
-        mul(p->Wd, R, C, M, f->S);
-        // N = G - K - K^T + Gtt = M - K + Gtt
-        for (size_t i = 0; i < ng; i++) M[i] = M[i] - p->K[i] + p->Gtt[i];
-        mul(p->Wd, R, C, M, T);
-        f->c0 = dot(p->Wd, T, nw);
-        free(M);
-        mul(p->Wd, R, C, p->Gtt, T);
-        f->e_tt = dot(p->Wd, T, nw);
+        f->wd_s = dot(p->Wd, f->S, nw);
+        f->c0 = p->c0;
+        f->e_tt = p->e_tt;
     } else {
         mul(p->Wd, R, C, p->G, T);
         f->e_tt = dot(p->Wd, T, nw);
@@ -231,17 +235,12 @@ int sds_sds_choose_mix(const sds_problem *fit, const sds_problem *val, double pe
     float *T = sds_malloc(nw * sizeof(float), "SDS mix");
     int rc = A && M && D1 && T ? SDS_OK : SDS_ERR_IO;
     if (rc == SDS_OK) {
-        // fitting part: M = G_f - K_f^T; D1 (G_f + damp I) = -W_d M
+        // fitting part: D1 (G_f + damp I) = -S_f, S_f = W_d (G_f - K_f^T)
         double mean_diag = 0.0;
-        for (int64_t i = 0; i < C; i++)
-            for (int64_t j = 0; j < C; j++) {
-                const size_t ij = (size_t)(i * C + j), ji = (size_t)(j * C + i);
-                A[ij] = fit->G[ij];
-                M[ij] = fit->G[ij] - fit->K[ji];
-            }
+        memcpy(A, fit->G, ng * sizeof(float));
         for (int64_t j = 0; j < C; j++) mean_diag += A[j * C + j];
         mean_diag /= (double)C;
-        mul(fit->Wd, R, C, M, D1);
+        rc = target_term(fit, D1);
         for (size_t i = 0; i < nw; i++) D1[i] = -D1[i];
         const int n = (int)C, nrhs = (int)R;
         int info = 1;
@@ -255,12 +254,9 @@ int sds_sds_choose_mix(const sds_problem *fit, const sds_problem *val, double pe
             spotrf_("L", &n, A, &n, &info, 1);
         }
         if (info == 0) spotrs_("L", &n, &nrhs, A, &n, D1, &n, &info, 1);
-        if (info == 0) {
+        if (info == 0 && rc == SDS_OK) rc = target_term(val, T); // S_v
+        if (info == 0 && rc == SDS_OK) {
             // held-out: err_v(W_d + b D1) = b^2 <D1, D1 G_v> + 2 b <D1, S_v> + c
-            for (int64_t i = 0; i < C; i++)
-                for (int64_t j = 0; j < C; j++)
-                    M[i * C + j] = val->G[i * C + j] - val->K[j * C + i];
-            mul(fit->Wd, R, C, M, T); // S_v
             const double lin = dot(D1, T, nw);
             mul(D1, R, C, val->G, T);
             const double quad = dot(D1, T, nw);
@@ -357,14 +353,19 @@ static int base_prune(const sds_problem *p, sds_pattern pat, const sds_sds_opts 
 int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, float *W,
                 uint8_t *mask, sds_sds_info *info) {
     memset(info, 0, sizeof *info);
-    if ((p->K == NULL) != (p->Gtt == NULL))
-        return sds_error_set(SDS_ERR_INTERNAL, "SDS: K and Gtt must be given together");
+    if (p->K && p->S) return sds_error_set(SDS_ERR_INTERNAL, "SDS: K and S given together");
+    if ((p->K || p->S) && !(p->e_tt >= 0.0 && p->c0 >= 0.0 && isfinite(p->e_tt) && isfinite(p->c0)))
+        return sds_error_set(SDS_ERR_NUMERIC,
+                             "SDS: the dense target's output energy is %g and the error of the "
+                             "dense weights %g: the sublayer's outputs are not finite",
+                             p->e_tt, p->c0);
     if (o->solver == SDS_SOLVER_RIDGE && o->l1 != 0.0)
         return sds_error_set(SDS_ERR_USAGE,
                              "--sds-solver ridge has no L1 term: use gd or fista with --sds-l1");
     const size_t nw = (size_t)(p->rows * p->cols);
     fixed f;
     SDS_TRY(fixed_init(&f, p));
+    info->wd_s = f.wd_s;
     float *D = sds_malloc(nw * sizeof(float), "SDS scratch");
     float *DG = sds_malloc(nw * sizeof(float), "SDS scratch");
     float *Wc = sds_malloc(nw * sizeof(float), "SDS weights");

@@ -5,11 +5,13 @@
 //        target (a) "pruned" (the objective SparseGPT reconstructs), the dense model's inputs
 //        X_d for target (b) "dense" (the dense model's own outputs: also corrects the error
 //        carried in from earlier layers).
-//   G = X_s^T X_s, K = X_s^T X_t, G_tt = X_t^T X_t   (cols, cols), all with the same scale
-//        (the Hessian's 2/n; it cancels everywhere).
+//   G = X_s^T X_s, K = X_s^T X_t   (cols, cols), with the same scale (the Hessian's 2/n; it
+//        cancels everywhere).
 //   err(W) = |X_s W^T - X_t W_d^T|^2 = <D, D G> + 2 <D, S> + c0, with D = W - W_d,
-//        S = W_d (G - K^T), c0 = err(W_d) = <W_d, W_d (G - K - K^T + G_tt)>
-//        (target (a): S = 0, c0 = 0). Relative error: err / e_tt, e_tt = <W_d, W_d G_tt>.
+//        S = W_d (G - K^T), c0 = err(W_d) = |X_s W_d^T - X_t W_d^T|^2
+//        (target (a): S = 0, c0 = 0). Relative error: err / e_tt, e_tt = |X_t W_d^T|^2.
+//   c0 and e_tt are sums over the calibration tokens of the sublayer's outputs, which the
+//   forward passes compute anyway (sds_sds_target_terms): X_t^T X_t itself is never needed.
 //   The gradient is 2 (D G + S): one (rows x cols x cols) sgemm per step, never the raw X.
 //
 // The cycle:
@@ -65,14 +67,18 @@ typedef struct {
 void sds_sds_defaults(sds_sds_opts *o);
 
 // One sublayer's problem. G (cols, cols) full symmetric: the sublayer's Hessian (X_s).
-// For target (a) K and Gtt are NULL; for (b) both are given, same scale as G.
+// For target (a) K and S are NULL (e_tt and c0 are then computed from G); for (b) one of K
+// (cols, cols) or S = W_d (G - K^T) itself (rows, cols) is given, same scale as G, with
+// e_tt >= 0 and c0 >= 0 on the same scale. (S = (X_s W_d^T - X_t W_d^T)^T X_s costs
+// 2 rows cols flops a token against K's 2 cols^2: the cheaper one where rows < cols.)
 // stat: the Wanda statistic of X_s (cols) for the Wanda base, else NULL.
 typedef struct {
     int64_t rows, cols;
     const float *Wd; // dense weights (rows, cols) row-major
     const float *G;
     const float *K;
-    const float *Gtt;
+    const float *S;
+    double e_tt, c0;
     const float *stat;
 } sds_problem;
 
@@ -86,6 +92,8 @@ typedef struct {
     int32_t adjust_steps;   // adjustment steps taken (0 after an early exit)
     int32_t adjust_best;    // the step whose iterate was kept (0: the second pruning's)
     double damping;         // relative damping of the second SparseGPT (0 for Wanda)
+    double wd_s;            // <W_d, S> (0 for the pruned target): equals
+                            // <X_s W_d^T, X_s W_d^T - X_t W_d^T>, a check of K against e_tt, c0
 } sds_sds_info;
 
 // Relative error err(W)/e_tt of any W (rows, cols) for the problem.
@@ -97,14 +105,19 @@ int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, fl
                 uint8_t *mask, sds_sds_info *info);
 
 // The blended target X_t = (1 - b) X_s + b X_d from the Grams of the two paths (cols, cols, full
-// symmetric G = X_s^T X_s and Gdd = X_d^T X_d, K = X_s^T X_d): K_out = X_s^T X_t and
-// Gtt_out = X_t^T X_t (b = 1 gives K and Gdd back). In place (K_out == K, Gtt_out == Gdd) works:
-// only the upper triangle of G and Gdd is read, and each (i, j), (j, i) pair once.
-void sds_sds_mix_target(const float *G, const float *K, const float *Gdd, int64_t cols, double b,
-                        float *K_out, float *Gtt_out);
+// symmetric G = X_s^T X_s, K = X_s^T X_d): K_out = X_s^T X_t (b = 1 gives K back, b = 0 G).
+// In place (K_out == K) works.
+void sds_sds_mix_target(const float *G, const float *K, int64_t cols, double b, float *K_out);
 
-// The mix for one sublayer, chosen on held-out sequences: `fit` holds the Grams (G, K = X_s^T X_d,
-// Gtt = X_d^T X_d) of the fitting sequences, `val` those of held-out ones, on the same scale.
+// The blended target's e_tt and c0 from three sums over the calibration tokens of a sublayer's
+// outputs without bias (any common scale): ss = |X_s W_d^T|^2 (the dense sublayer on the pruned
+// path), dd = |X_d W_d^T|^2 (on the dense path), diff = |X_s W_d^T - X_d W_d^T|^2.
+// e_tt = |X_t W_d^T|^2 = ss + b (dd - ss - diff) + b^2 diff, c0 = b^2 diff.
+void sds_sds_target_terms(double ss, double dd, double diff, double b, double *e_tt, double *c0);
+
+// The mix for one sublayer, chosen on held-out sequences: `fit` holds the statistics (G, and K =
+// X_s^T X_d or S = W_d (G - K^T)) of the fitting sequences, `val` those of held-out ones, on the
+// same scale (e_tt, c0 unused).
 // The full correction (ridge re-dense to the dense target, damping percdamp) is fitted on `fit`;
 // the returned b in [0, 1] minimises the held-out error of W_d + b (W_r - W_d), a quadratic in b
 // (0 when val is empty).

@@ -7,6 +7,8 @@ SparseGPT with the pruned target (4:8):
 - no sublayer ends worse than its first pruning (rel_err_final <= rel_err_first, the
   keep-the-better rule), and on average SDS lowers the error (SDS kept in some sublayers);
 - the per-sublayer extras (re-dense, second, SDS errors, kept flag) are in the HDF5 file and JSON;
+- dense target: the cross Gram agrees with the sums of the sublayers' outputs that give e_tt and
+  c0 (`sds_target_check` < 1e-6 in every sublayer);
 - `eval --weights` equals the pruned perplexity `prune --eval` printed;
 - determinism: the same command twice gives identical bytes; 1, 2 and 4 ranks: masks agree on
   >= 99% of entries (statistics are reduced in fp32, so the rank count changes rounding; exact
@@ -58,6 +60,12 @@ def main():
                 worse = [s["name"] for s in subs if s["rel_err"] > s["rel_err_first"]]
                 report(not worse, "%s: no sublayer worse than its first pruning%s" %
                        (tag, "" if not worse else ": " + ", ".join(worse[:3])))
+                if target.startswith("dense"):
+                    # the cross Gram (from the inputs) against the sums of the outputs the forward
+                    # passes computed: <W_d, S> two ways, per sublayer (src/sds.h, mpi/prune.c)
+                    gap = max(s["sds_target_check"] for s in subs)
+                    report(gap < 1e-6, "%s: cross Gram and output sums agree in every sublayer "
+                           "(largest gap %.2g of |X_s W_d^T|^2, < 1e-6)" % (tag, gap))
                 first = np.mean([s["rel_err_first"] for s in subs])
                 final = np.mean([s["rel_err"] for s in subs])
                 kept = sum(s["kept_sds"] > 0.5 for s in subs)

@@ -41,24 +41,74 @@ static double normal(void) {
     return sqrt(-2.0 * log(uniform01())) * cos(6.283185307179586 * uniform01());
 }
 
+// Output r of token t on both sides in double: ys = Xs[t] . Ws[r], yt = Xt[t] . Wt[r].
+static void outputs_at(const float *Xs, const float *Ws, const float *Xt, const float *Wt,
+                       int64_t cols, int64_t t, int64_t r, double *ys, double *yt) {
+    double a = 0.0, b = 0.0;
+    for (int64_t j = 0; j < cols; j++) {
+        a += (double)Xs[t * cols + j] * Ws[r * cols + j];
+        b += (double)Xt[t * cols + j] * Wt[r * cols + j];
+    }
+    *ys = a;
+    *yt = b;
+}
+
 // |Xs Wp^T - Xt Wd^T|^2 / |Xt Wd^T|^2 in double from the raw inputs.
 static double rel_err_raw(const float *Xs, const float *Xt, int64_t tokens, int64_t cols,
                           const float *Wd, const float *Wp, int64_t rows) {
     double num = 0.0, den = 0.0;
     for (int64_t t = 0; t < tokens; t++)
         for (int64_t r = 0; r < rows; r++) {
-            double ys = 0.0, yt = 0.0;
-            for (int64_t j = 0; j < cols; j++) {
-                ys += (double)Xs[t * cols + j] * Wp[r * cols + j];
-                yt += (double)Xt[t * cols + j] * Wd[r * cols + j];
-            }
+            double ys, yt;
+            outputs_at(Xs, Wp, Xt, Wd, cols, t, r, &ys, &yt);
             num += (ys - yt) * (ys - yt);
             den += yt * yt;
         }
     return den > 0.0 ? num / den : 0.0;
 }
 
-// K = (2/n) Xs^T Xt (cols, cols) in float via double sums; Gtt likewise for Xt.
+// The dense sublayer's output sums on the Hessian's scale (2/n) in double from the raw inputs:
+// out[0] = |Xs Wd^T|^2, out[1] = |Xt Wd^T|^2, out[2] = |Xs Wd^T - Xt Wd^T|^2; with b >= 0 also
+// the blended target's e_tt = |X_b Wd^T|^2 and c0 = |Xs Wd^T - X_b Wd^T|^2 directly,
+// X_b = (1 - b) Xs + b Xt, into out[3], out[4].
+static void output_sums(const float *Xs, const float *Xt, int64_t tokens, int64_t cols,
+                        const float *Wd, int64_t rows, int64_t nseq, double b, double out[5]) {
+    double ss = 0.0, dd = 0.0, diff = 0.0, ett = 0.0, c0 = 0.0;
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double ys, yt;
+            outputs_at(Xs, Wd, Xt, Wd, cols, t, r, &ys, &yt);
+            const double yb = (1.0 - b) * ys + b * yt;
+            ss += ys * ys;
+            dd += yt * yt;
+            diff += (ys - yt) * (ys - yt);
+            ett += yb * yb;
+            c0 += (ys - yb) * (ys - yb);
+        }
+    const double sc = 2.0 / (double)nseq;
+    out[0] = sc * ss;
+    out[1] = sc * dd;
+    out[2] = sc * diff;
+    out[3] = sc * ett;
+    out[4] = sc * c0;
+}
+
+// S = (2/n) (Xs Wd^T - Xt Wd^T)^T Xs (rows, cols) in float via double sums: the dense target's
+// term W_d (G - K^T) computed from the outputs, as prune does where rows < cols.
+static void target_term_raw(const float *Xs, const float *Xt, int64_t tokens, int64_t cols,
+                            const float *Wd, int64_t rows, int64_t nseq, float *S) {
+    double *acc = calloc((size_t)(rows * cols), sizeof(double));
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double ys, yt;
+            outputs_at(Xs, Wd, Xt, Wd, cols, t, r, &ys, &yt);
+            for (int64_t j = 0; j < cols; j++) acc[r * cols + j] += (ys - yt) * Xs[t * cols + j];
+        }
+    for (int64_t i = 0; i < rows * cols; i++) S[i] = (float)(2.0 / (double)nseq * acc[i]);
+    free(acc);
+}
+
+// K = (2/n) Xs^T Xt (cols, cols) in float via double sums.
 static void cross_gram(const float *A, const float *B, int64_t tokens, int64_t cols, int64_t nseq,
                        float *out) {
     for (int64_t i = 0; i < cols; i++)
@@ -114,44 +164,99 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
         fprintf(stderr, "%s\n", sds_error_message());
         exit(2);
     }
-    float *K = NULL, *Gtt = NULL;
+    float *K = NULL;
+    double e_tt = 0.0, c0 = 0.0;
     if (setting == 1) {
         K = xmalloc((size_t)(cols * cols) * sizeof(float));
-        Gtt = xmalloc((size_t)(cols * cols) * sizeof(float));
         cross_gram(Xs, Xt, tokens, cols, nseq, K);
-        cross_gram(Xt, Xt, tokens, cols, nseq, Gtt);
+        double y[5];
+        output_sums(Xs, Xt, tokens, cols, Wd, rows, nseq, 1.0, y);
+        sds_sds_target_terms(y[0], y[1], y[2], 1.0, &e_tt, &c0);
     }
     if (setting == 1 && base == SDS_BASE_SPARSEGPT && !strcmp(spars, "2:4")) {
-        // the blended target: b = 1 gives K and Gtt back, b = 0 the pruned target (G, G)
+        // the blended target: b = 1 gives K back, b = 0 the pruned target's G
         const size_t ng = (size_t)(cols * cols);
-        float *Kb = xmalloc(ng * sizeof(float)), *Gb = xmalloc(ng * sizeof(float));
-        sds_sds_mix_target(h.H, K, Gtt, cols, 1.0, Kb, Gb);
-        bool one = !memcmp(Kb, K, ng * sizeof(float));
-        for (size_t i = 0; i < ng && one; i++) one = Gb[i] == Gtt[i];
-        sds_sds_mix_target(h.H, K, Gtt, cols, 0.0, Kb, Gb);
-        const bool zero =
-            !memcmp(Kb, h.H, ng * sizeof(float)) && !memcmp(Gb, h.H, ng * sizeof(float));
-        check(one && zero, "%s: blended target at b = 1 is (K, Gtt), at b = 0 is (G, G)", file);
+        float *Kb = xmalloc(ng * sizeof(float));
+        sds_sds_mix_target(h.H, K, cols, 1.0, Kb);
+        const bool one = !memcmp(Kb, K, ng * sizeof(float));
+        sds_sds_mix_target(h.H, K, cols, 0.0, Kb);
+        const bool zero = !memcmp(Kb, h.H, ng * sizeof(float));
+        check(one && zero, "%s: blended cross Gram at b = 1 is K, at b = 0 is G", file);
+        // the blended target's e_tt and c0 from the three output sums equal a direct
+        // recomputation with the blended inputs, at every b
+        double worst = 0.0;
+        for (int k = 0; k <= 4; k++) {
+            const double b = 0.25 * k;
+            double y[5], et, cz;
+            output_sums(Xs, Xt, tokens, cols, Wd, rows, nseq, b, y);
+            sds_sds_target_terms(y[0], y[1], y[2], b, &et, &cz);
+            worst = fmax(worst, fabs(et - y[3]) / y[3]);
+            worst = fmax(worst, fabs(cz - y[4]) / (y[4] > 0.0 ? y[4] : 1.0));
+        }
+        check(worst < 1e-9,
+              "%s: e_tt and c0 of the blended target from the output sums, b in "
+              "[0, 1]: largest relative difference %.2g (< 1e-9)",
+              file, worst);
         // choosing the blend with the fitting data as its own held-out data: the in-sample
         // optimum is (nearly) the full correction; with no held-out data, the pruned target
-        const sds_problem fit = {rows, cols, Wd, h.H, K, Gtt, NULL};
+        const sds_problem fit = {rows, cols, Wd, h.H, K, NULL, e_tt, c0, NULL};
         double b_in = -1.0, b_none = -1.0;
         float *Z = calloc(ng, sizeof(float));
-        const sds_problem none = {rows, cols, Wd, Z, Z, Z, NULL};
+        const sds_problem none = {rows, cols, Wd, Z, Z, NULL, 0.0, 0.0, NULL};
         const int r1 = sds_sds_choose_mix(&fit, &fit, 0.01, &b_in);
         const int r2 = sds_sds_choose_mix(&fit, &none, 0.01, &b_none);
         check(r1 == SDS_OK && r2 == SDS_OK && b_in > 0.8 && b_in <= 1.0 && b_none == 0.0,
               "%s: chosen blend in-sample %.4f (in (0.8, 1]), without held-out data %.1f", file,
               b_in, b_none);
+        // the same problem given as S (rows, cols) instead of K: the same blend, and SDS ends
+        // at the same error with (nearly) the same mask
+        float *S = xmalloc(nw * sizeof(float));
+        target_term_raw(Xs, Xt, tokens, cols, Wd, rows, nseq, S);
+        // (held out: the same inputs with the target moved 30% of the way, so that the chosen
+        // blend is inside (0, 1): K_v = 0.7 G + 0.3 K, S_v = 0.3 S)
+        const sds_problem fit_s = {rows, cols, Wd, h.H, NULL, S, e_tt, c0, NULL};
+        float *Kv = xmalloc(ng * sizeof(float)), *Sv = xmalloc(nw * sizeof(float));
+        sds_sds_mix_target(h.H, K, cols, 0.3, Kv);
+        for (size_t i = 0; i < nw; i++) Sv[i] = 0.3f * S[i];
+        const sds_problem val_k = {rows, cols, Wd, h.H, Kv, NULL, 0.0, 0.0, NULL};
+        const sds_problem val_s = {rows, cols, Wd, h.H, NULL, Sv, 0.0, 0.0, NULL};
+        double b_k = -1.0, b_s = -1.0;
+        const int r3 = sds_sds_choose_mix(&fit, &val_k, 0.01, &b_k);
+        const int r4 = sds_sds_choose_mix(&fit_s, &val_s, 0.01, &b_s);
+        check(r3 == SDS_OK && r4 == SDS_OK && b_k > 0.05 && b_k < 0.95 && fabs(b_s - b_k) <= 1e-3,
+              "%s: blend chosen from S %.5f equals the one from K %.5f (1e-3, inside (0, 1))", file,
+              b_s, b_k);
+        free(Kv);
+        free(Sv);
+        sds_sds_opts od;
+        sds_sds_defaults(&od);
+        const sds_problem pk = {rows, cols, Wd, h.H, K, NULL, e_tt, c0, h.wanda};
+        const sds_problem ps = {rows, cols, Wd, h.H, NULL, S, e_tt, c0, h.wanda};
+        float *Wk = xmalloc(nw * sizeof(float)), *Ws = xmalloc(nw * sizeof(float));
+        uint8_t *Mk = xmalloc(nw), *Ms = xmalloc(nw);
+        sds_sds_info ik, is;
+        const int rk = first_then_sds(&pk, SDS_BASE_SPARSEGPT, pat, &od, Wk, Mk, &ik);
+        const int rs = first_then_sds(&ps, SDS_BASE_SPARSEGPT, pat, &od, Ws, Ms, &is);
+        int64_t same = 0;
+        for (size_t i = 0; i < nw; i++) same += Mk[i] == Ms[i];
+        check(rk == SDS_OK && rs == SDS_OK &&
+                  fabs(is.rel_err_final - ik.rel_err_final) <= 1e-3 * ik.rel_err_final &&
+                  (double)same >= 0.99 * (double)nw,
+              "%s: SDS with S given: error %.6g, with K %.6g (1e-3), masks agree on %.2f%%", file,
+              is.rel_err_final, ik.rel_err_final, 100.0 * (double)same / (double)nw);
+        free(Wk);
+        free(Ws);
+        free(Mk);
+        free(Ms);
+        free(S);
         free(Z);
         free(Kb);
-        free(Gb);
     }
     sds_sds_opts o;
     sds_sds_defaults(&o);
     o.base = base;
     o.target = setting ? SDS_TARGET_DENSE : SDS_TARGET_PRUNED;
-    sds_problem p = {rows, cols, Wd, h.H, K, Gtt, h.wanda};
+    sds_problem p = {rows, cols, Wd, h.H, K, NULL, e_tt, c0, h.wanda};
 
     float *W[2];
     uint8_t *M[2];
@@ -249,7 +354,6 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
         free(M[run]);
     }
     free(K);
-    free(Gtt);
     sds_hessian_free(&h);
 }
 
