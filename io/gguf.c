@@ -217,8 +217,8 @@ static char *gg_strndup(const unsigned char *s, uint64_t len, const char *what) 
 
 // Copies a key or tensor name, refusing NUL bytes (lookups take C strings).
 static int gg_read_name(gg_parser *ps, const char *field, char **out) {
-    const unsigned char *s;
-    uint64_t len;
+    const unsigned char *s = NULL; // (set on success; GCC -O3 cannot see it)
+    uint64_t len = 0;
     SDS_TRY(gg_read_str(ps, field, &s, &len));
     if (memchr(s, '\0', (size_t)len))
         return gg_fail(ps, "%s: %s holds a NUL byte", ps->what, field);

@@ -54,8 +54,7 @@ const char *sds_method_name(sds_method m) {
 // and the dense path's inputs of one sequence can be combined into the cross Gram.
 // SDS with the dense target also watches the linear sublayers' outputs (capture_out): the
 // pruned path's are kept in ys[i] (T, rows), the dense path's compared with them into one
-// sequence's sums (ss, dd, diff of sds_sds_target_terms) at ysum[3 i .. 3 i + 2]; where
-// s_term[i] is set, ys[i] then becomes the difference of the two (for SDS's S, below).
+// sequence's sums (ss, dd, diff of sds_sds_target_terms) at ysum[3 i .. 3 i + 2].
 typedef struct {
     sds_hessian *h; // SDS_CAPTURE_GROUPS entries
     float **copy;   // NULL, or SDS_CAPTURE_GROUPS buffers of (T, cols)
@@ -63,7 +62,6 @@ typedef struct {
     int out_mode; // OUT_KEEP: the pruned path's outputs into ys; OUT_COMPARE: the dense path's
     float **ys;
     double *ysum;
-    const int *s_term;
 } capture_ctx;
 
 enum { OUT_OFF = 0, OUT_KEEP = 1, OUT_COMPARE = 2 };
@@ -85,7 +83,7 @@ static void capture_out(void *ctx, int32_t i, const float *y, int64_t T, int64_t
     if (c->out_mode == OUT_KEEP) {
         memcpy(c->ys[i], y, n * sizeof(float));
     } else if (c->out_mode == OUT_COMPARE) {
-        float *ys = c->ys[i];
+        const float *ys = c->ys[i];
         double ss = 0.0, dd = 0.0, diff = 0.0;
         for (size_t k = 0; k < n; k++) {
             const double a = ys[k], b = y[k];
@@ -93,8 +91,6 @@ static void capture_out(void *ctx, int32_t i, const float *y, int64_t T, int64_t
             dd += b * b;
             diff += (a - b) * (a - b);
         }
-        if (c->s_term[i])
-            for (size_t k = 0; k < n; k++) ys[k] -= y[k];
         c->ysum[3 * i] = ss;
         c->ysum[3 * i + 1] = dd;
         c->ysum[3 * i + 2] = diff;
@@ -216,13 +212,11 @@ static int first_prune(const sds_prune_opts *o, sds_linear_ref r, const sds_hess
 }
 
 // SDS's dense-target statistics of one sublayer: its group's cross Gram K = X_s^T X_d (already
-// blended for a fixed --sds-mix), or, in groups whose sublayers have fewer rows in all than the
-// group has columns, the sublayer's own S = W_d (G - K^T) for the full target (b = 1); the sums
-// of its outputs (ss, dd, diff: sds_sds_target_terms); all on the Hessian's scale. For
-// --sds-mix auto also the held-out (odd) sequences' Hessian and K or S and output sums (else
-// Gv, Kv, Sv NULL).
+// blended for a fixed --sds-mix) and the sums of its outputs (ss, dd, diff:
+// sds_sds_target_terms), all on the Hessian's scale; for --sds-mix auto also the held-out (odd)
+// sequences' Hessian, cross Gram and output sums (else Gv, Kv NULL).
 typedef struct {
-    const float *K, *S, *Gv, *Kv, *Sv;
+    const float *K, *Gv, *Kv;
     double y[3], yv[3];
 } dense_stats;
 
@@ -232,54 +226,40 @@ typedef struct {
 static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
                     const dense_stats *ds, const float *dense, uint8_t *mask, sds_h5out_stats *st) {
     int rc = SDS_OK;
-    sds_problem p = {r.rows, r.cols, dense, h->H, NULL, NULL, 0.0, 0.0, h->wanda};
-    const size_t nw = (size_t)(r.rows * r.cols), ng = (size_t)(r.cols * r.cols);
-    float *Kb = NULL, *Sb = NULL, *Gf = NULL;
+    sds_problem p = {r.rows, r.cols, dense, h->H, NULL, 0.0, 0.0, h->wanda};
+    float *Kb = NULL, *Gf = NULL;
     double mix = ds ? o->sds.mix : 0.0, y[3] = {0.0, 0.0, 0.0};
     if (ds) {
         p.K = ds->K;
         memcpy(y, ds->y, sizeof y);
-        if (ds->S) {
-            Sb = sds_malloc(nw * sizeof(float), "SDS target term");
-            if (!Sb) rc = SDS_ERR_IO;
-            if (rc == SDS_OK && !ds->Gv)
-                for (size_t i = 0; i < nw; i++) Sb[i] = (float)(mix * (double)ds->S[i]);
-            p.S = Sb;
-        }
     }
-    if (rc == SDS_OK && ds && ds->Gv) {
+    if (ds && ds->Gv) {
         // --sds-mix auto: SDS is fitted on the even sequences only (G_f = G - G_v, ...),
         // the blend chosen on the odd ones, so they stay held out through every layer
+        const size_t ng = (size_t)(r.cols * r.cols);
+        Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
         Gf = sds_malloc(ng * sizeof(float), "SDS fitting Gram");
-        if (ds->K) Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
-        if (!Gf || (ds->K && !Kb)) rc = SDS_ERR_IO;
+        if (!Kb || !Gf) rc = SDS_ERR_IO;
         if (rc == SDS_OK) {
-            for (size_t i = 0; i < ng; i++) Gf[i] = h->H[i] - ds->Gv[i];
-            if (ds->K)
-                for (size_t i = 0; i < ng; i++) Kb[i] = ds->K[i] - ds->Kv[i];
-            else
-                for (size_t i = 0; i < nw; i++) Sb[i] = ds->S[i] - ds->Sv[i];
+            for (size_t i = 0; i < ng; i++) {
+                Gf[i] = h->H[i] - ds->Gv[i];
+                Kb[i] = ds->K[i] - ds->Kv[i];
+            }
             for (int k = 0; k < 3; k++) y[k] -= ds->yv[k];
-            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, ds->K ? NULL : Sb,
-                                     0.0,    0.0,    NULL};
-            const sds_problem val = {r.rows, r.cols, dense, ds->Gv, ds->Kv, ds->Sv, 0.0, 0.0, NULL};
+            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, 0.0, 0.0, NULL};
+            const sds_problem val = {r.rows, r.cols, dense, ds->Gv, ds->Kv, 0.0, 0.0, NULL};
             rc = sds_sds_choose_mix(&fit, &val, o->percdamp, &mix);
         }
         if (rc == SDS_OK) {
+            sds_sds_mix_target(Gf, Kb, r.cols, mix, Kb);
             p.G = Gf;
-            if (ds->K) {
-                sds_sds_mix_target(Gf, Kb, r.cols, mix, Kb);
-                p.K = Kb;
-            } else {
-                for (size_t i = 0; i < nw; i++) Sb[i] = (float)(mix * (double)Sb[i]);
-            }
+            p.K = Kb;
         }
     }
     if (ds) sds_sds_target_terms(y[0], y[1], y[2], mix, &p.e_tt, &p.c0);
     sds_sds_info info;
     if (rc == SDS_OK) rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
     free(Kb);
-    free(Sb);
     free(Gf);
     if (rc != SDS_OK) return rc;
     add_extra(st, "sds_mix", mix);
@@ -440,11 +420,6 @@ typedef struct {
     double y[MAX_LINEAR][3], yv[MAX_LINEAR][3];
     float *ys[MAX_LINEAR];
     double *ysum;
-    // groups whose sublayers get their own S instead of the group's K (dense_stats), and per
-    // sublayer of those: S, the held-out Sv, and their exact sums until they are reduced
-    int s_group[SDS_CAPTURE_GROUPS], s_term[MAX_LINEAR];
-    float *S[MAX_LINEAR], *Sv[MAX_LINEAR];
-    sds_xsum_t *Sacc[MAX_LINEAR], *Svacc[MAX_LINEAR];
 } layer_stats;
 
 // The dense-target statistics of sublayer i (group g) into ds; NULL without the dense path.
@@ -453,12 +428,10 @@ static const dense_stats *dense_stats_of(const layer_stats *ls, int32_t i, int32
     if (!two_paths) return NULL;
     memset(ds, 0, sizeof *ds);
     ds->K = ls->K[g];
-    ds->S = ls->S[i];
     memcpy(ds->y, ls->y[i], sizeof ds->y);
     if (auto_mix) {
         ds->Gv = ls->hv[g].H;
         ds->Kv = ls->Kv[g];
-        ds->Sv = ls->Sv[i];
         memcpy(ds->yv, ls->yv[i], sizeof ds->yv);
     }
     return ds;
@@ -467,10 +440,7 @@ static const dense_stats *dense_stats_of(const layer_stats *ls, int32_t i, int32
 static void layer_stats_free_outputs(layer_stats *ls) {
     for (int32_t i = 0; i < MAX_LINEAR; i++) {
         free(ls->ys[i]);
-        free(ls->Sacc[i]);
-        free(ls->Svacc[i]);
         ls->ys[i] = NULL;
-        ls->Sacc[i] = ls->Svacc[i] = NULL;
     }
     free(ls->ysum);
     ls->ysum = NULL;
@@ -496,10 +466,6 @@ static void layer_stats_free_group(layer_stats *ls, int32_t g, int grams_too) {
 static void layer_stats_free(layer_stats *ls) {
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) layer_stats_free_group(ls, g, 1);
     layer_stats_free_outputs(ls);
-    for (int32_t i = 0; i < MAX_LINEAR; i++) {
-        free(ls->S[i]);
-        free(ls->Sv[i]);
-    }
     memset(ls, 0, sizeof *ls);
 }
 
@@ -538,7 +504,7 @@ static int stage_ok(const run_ctx *c, int local, int *own) {
     return sds_agree_quiet(c->si.scomm, local, NULL) == SDS_OK;
 }
 
-// One sequence's cross Gram (cols, cols) or S (rows, cols), n entries, into its exact sum.
+// One sequence's cross Gram (n entries) into its exact sum.
 static int cross_add(sds_xsum_t *acc, const float *Kseq, size_t n) {
     if (sds_xsum_add_f32(acc, Kseq, n, SDS_HESSIAN_XSUM_LIMIT))
         return sds_error_set(SDS_ERR_NUMERIC,
@@ -565,53 +531,28 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
     sds_hessian *h = ls->h, *hv = ls->hv;
     float **K = ls->K, **Kv = ls->Kv;
     int32_t flags = SDS_HESSIAN_GRAM | (c->wanda_stat ? SDS_HESSIAN_WANDA : 0);
-    // A group's K costs 2 cols^2 flops a token, its sublayers' own S 2 rows cols each: S where
-    // the group's rows are fewer than its columns (fc2, down_proj)
-    int64_t group_rows[SDS_CAPTURE_GROUPS] = {0};
-    for (int32_t i = 0; i < n_lin; i++)
-        group_rows[sds_model_linear(m, l, i).group] += sds_model_linear(m, l, i).rows;
-    for (int32_t i = 0; i < n_lin && c->two_paths; i++) {
-        const sds_linear_ref r = sds_model_linear(m, l, i);
-        ls->s_group[r.group] = group_rows[r.group] < r.cols;
-        ls->s_term[i] = ls->s_group[r.group];
-    }
     for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
         sds_linear_ref r = sds_model_linear(m, l, i);
         const int32_t g = r.group;
-        const size_t nw = (size_t)(r.rows * r.cols), ng = (size_t)(r.cols * r.cols);
+        const size_t ng = (size_t)(r.cols * r.cols);
         if (c->two_paths) {
             ls->ys[i] = sds_malloc((size_t)(T * r.rows) * sizeof(float), "SDS outputs");
             if (!ls->ys[i]) rc = SDS_ERR_IO;
         }
-        if (rc == SDS_OK && ls->s_term[i]) {
-            ls->S[i] = sds_calloc(nw, sizeof(float), "SDS target term");
-            ls->Sacc[i] = sds_calloc(nw, sizeof(sds_xsum_t), "SDS target term");
-            if (!ls->S[i] || !ls->Sacc[i]) rc = SDS_ERR_IO;
-            if (rc == SDS_OK && c->auto_mix) {
-                ls->Sv[i] = sds_calloc(nw, sizeof(float), "SDS target term");
-                ls->Svacc[i] = sds_calloc(nw, sizeof(sds_xsum_t), "SDS target term");
-                if (!ls->Sv[i] || !ls->Svacc[i]) rc = SDS_ERR_IO;
-            }
-        }
         if (h[g].cols != 0) continue;
         if (rc == SDS_OK) rc = sds_hessian_init(&h[g], r.cols, flags);
         if (rc == SDS_OK && c->two_paths) {
-            ls->xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
-            ls->xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
-            if (!ls->xs_buf[g] || !ls->xd_buf[g]) rc = SDS_ERR_IO;
-        }
-        if (rc == SDS_OK && c->two_paths && !ls->s_group[g]) {
             K[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
             ls->Kacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
-            if (!K[g] || !ls->Kacc[g]) rc = SDS_ERR_IO;
+            ls->xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
+            ls->xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
+            if (!K[g] || !ls->Kacc[g] || !ls->xs_buf[g] || !ls->xd_buf[g]) rc = SDS_ERR_IO;
         }
         if (rc == SDS_OK && c->auto_mix) {
             rc = sds_hessian_init(&hv[g], r.cols, SDS_HESSIAN_GRAM);
-            if (rc == SDS_OK && !ls->s_group[g]) {
-                Kv[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
-                ls->Kvacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
-                if (!Kv[g] || !ls->Kvacc[g]) rc = SDS_ERR_IO;
-            }
+            Kv[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
+            ls->Kvacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
+            if (rc == SDS_OK && (!Kv[g] || !ls->Kvacc[g])) rc = SDS_ERR_IO;
         }
     }
     if (rc == SDS_OK && c->two_paths) {
@@ -619,7 +560,7 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
         ls->ysum = sds_calloc((size_t)(N * n_lin * 3), sizeof(double), "SDS output sums");
         if (!ls->ysum) rc = SDS_ERR_IO;
     }
-    capture_ctx cc = {h, NULL, rc, OUT_OFF, ls->ys, NULL, ls->s_term};
+    capture_ctx cc = {h, NULL, rc, OUT_OFF, ls->ys, NULL};
     sds_capture cap = {capture_add, &cc, c->two_paths ? capture_out : NULL};
     sds_model_work_set_capture(&c->w, &cap);
     const int receive = c->rreq && l == c->si.llo;
@@ -653,25 +594,12 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
             const float *xs = ls->xs_buf[g], *xd = ls->xd_buf[g];
             cc.rc = sds_hessian_add(&h[g], xs, 1, T);
             if (odd && cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hv[g], xs, 1, T);
-            if (ls->s_group[g]) continue;
             // this sequence's X_s^T X_d, added exactly (K serves as the scratch until the end)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f, xs, cg, xd,
                         cg, 0.0f, K[g], cg);
             const size_t ng = (size_t)cg * (size_t)cg;
             if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kacc[g], K[g], ng);
             if (odd && cc.rc == SDS_OK) cc.rc = cross_add(ls->Kvacc[g], K[g], ng);
-        }
-        for (int32_t i = 0; i < n_lin && cc.rc == SDS_OK; i++) {
-            if (!ls->s_term[i]) continue;
-            // this sequence's S = (X_s W_d^T - X_d W_d^T)^T X_s (ys[i] holds the difference),
-            // added exactly (S[i] the scratch until the end)
-            const sds_linear_ref r = sds_model_linear(m, l, i);
-            const int rr = (int)r.rows, cg = (int)r.cols;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rr, cg, (int)T, 1.0f, ls->ys[i],
-                        rr, ls->xs_buf[r.group], cg, 0.0f, ls->S[i], cg);
-            const size_t nw = (size_t)rr * (size_t)cg;
-            cc.rc = cross_add(ls->Sacc[i], ls->S[i], nw);
-            if (odd && cc.rc == SDS_OK) cc.rc = cross_add(ls->Svacc[i], ls->S[i], nw);
         }
     }
     sds_model_work_set_capture(&c->w, NULL);
@@ -700,20 +628,6 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
                 ls->y[i][k] = all * scale;
                 ls->yv[i][k] = odd * scale;
             }
-        for (int32_t i = 0; i < n_lin; i++) {
-            if (!ls->s_term[i]) continue;
-            const sds_linear_ref r = sds_model_linear(m, l, i);
-            const size_t nw = (size_t)(r.rows * r.cols);
-            const float fs = (float)scale;
-            sds_xsum_allreduce(sc, ls->Sacc[i], nw);
-            sds_xsum_to_f32(ls->Sacc[i], ls->S[i], nw);
-            for (size_t k = 0; k < nw; k++) ls->S[i][k] *= fs;
-            if (c->auto_mix) {
-                sds_xsum_allreduce(sc, ls->Svacc[i], nw);
-                sds_xsum_to_f32(ls->Svacc[i], ls->Sv[i], nw);
-                for (size_t k = 0; k < nw; k++) ls->Sv[i][k] *= fs;
-            }
-        }
         layer_stats_free_outputs(ls);
     }
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
@@ -730,7 +644,7 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
             hv[g].nseq = N;
             if (!stage_ok(c, sds_hessian_finish(&hv[g]), &own)) return own;
         }
-        if (!c->two_paths || ls->s_group[g]) continue;
+        if (!c->two_paths) continue;
         sds_xsum_allreduce(sc, ls->Kacc[g], (size_t)n2);
         sds_xsum_to_f32(ls->Kacc[g], K[g], (size_t)n2);
         free(ls->Kacc[g]);

@@ -225,23 +225,18 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
     // triangle (8 B per entry), the cross Gram K its fp32 matrix and a full 128-bit accumulator
     // (16 B); the accumulators are freed once reduced (before any pruning), and they are what
     // is all-reduced.
-    // A group whose sublayers have fewer rows in all than it has columns (fc2, down_proj) gets
-    // per sublayer S (rows x cols, fp32 and a full 128-bit accumulator) instead of K.
-    double group_rows[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int i = 0; i < pl.n; i++) group_rows[pl.group[i]] += pl.rows[i];
     double stats = 0.0, acc_bytes = 0.0, gram_flops_tok = 0.0, gram_bytes = 0.0;
     for (int k = 0; k < pl.n_groups; k++) {
-        const double cc = pl.group_cols[k], rg = group_rows[k];
-        const double halves = auto_mix ? 2.0 : 1.0; // auto: the odd half again
-        const double cross = two ? (rg < cc ? rg * cc : cc * cc) : 0.0;
-        const double acc = halves * (8.0 * cc * cc + 16.0 * cross);
-        stats += halves * (cc * cc + cross) * PLAN_GRAM_HELD;
+        const double cc = pl.group_cols[k];
+        const double mult = auto_mix ? 4.0 : two ? 2.0 : 1.0;
+        const double acc = (auto_mix ? 2.0 : 1.0) * (two ? 8.0 + 16.0 : 8.0) * cc * cc;
+        stats += mult * cc * cc * PLAN_GRAM_HELD;
         acc_bytes += acc;
         if (two) stats += 2.0 * T * cc * F4;
         if (wanda || is_sds) stats += cc * 12.0;
-        // ssyrk of G (cols^2 per token, auto: the odd half again); dense path: K or the S's
-        // (gemm, 2 cols^2 or 2 rows cols)
-        gram_flops_tok += halves * cc * cc + 2.0 * cross;
+        // ssyrk of G (cols^2 per token); dense path: K (gemm, 2 cols^2); auto: G of the odd
+        // half again
+        gram_flops_tok += two ? (auto_mix ? 4.0 : 3.0) * cc * cc : cc * cc;
         gram_bytes += acc;
     }
     if (two)
@@ -317,10 +312,9 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             // (no checkpoints) the owners' sublayers: the largest rank's share, at least the
             // largest sublayer or group
             double gram_all = 0.0, gram_max = 0.0, w_max = 0.0;
+            const double mult = auto_mix ? 4.0 : two ? 2.0 : 1.0;
             for (int q = 0; q < pl.n_groups; q++) {
-                const double cc = pl.group_cols[q], rg = group_rows[q];
-                const double cross = two ? (rg < cc ? rg * cc : cc * cc) : 0.0;
-                const double b = (auto_mix ? 2.0 : 1.0) * (cc * cc + cross) * F4;
+                const double b = mult * pl.group_cols[q] * pl.group_cols[q] * F4;
                 gram_all += b;
                 gram_max = b > gram_max ? b : gram_max;
             }

@@ -104,13 +104,9 @@ static double lambda_max(const float *G, int64_t n) {
     return lam * 1.02; // power iteration approaches from below
 }
 
-// out (rows, cols) = S = W_d (G - K^T) of a dense-target problem (given, or from K).
+// out (rows, cols) = S = W_d (G - K^T) of a dense-target problem.
 static int target_term(const sds_problem *p, float *out) {
     const int64_t R = p->rows, C = p->cols;
-    if (p->S) {
-        memcpy(out, p->S, (size_t)(R * C) * sizeof(float));
-        return SDS_OK;
-    }
     float *M = sds_malloc((size_t)(C * C) * sizeof(float), "SDS cross Gram");
     if (!M) return SDS_ERR_IO;
     for (int64_t i = 0; i < C; i++)
@@ -127,7 +123,7 @@ static int fixed_init(fixed *f, const sds_problem *p) {
     const size_t nw = (size_t)(R * C);
     float *T = sds_malloc(nw * sizeof(float), "SDS scratch");
     if (!T) return SDS_ERR_IO;
-    if (p->K || p->S) {
+    if (p->K) {
         f->S = sds_malloc(nw * sizeof(float), "SDS target term");
         if (!f->S || target_term(p, f->S) != SDS_OK) {
             free(T);
@@ -353,8 +349,7 @@ static int base_prune(const sds_problem *p, sds_pattern pat, const sds_sds_opts 
 int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, float *W,
                 uint8_t *mask, sds_sds_info *info) {
     memset(info, 0, sizeof *info);
-    if (p->K && p->S) return sds_error_set(SDS_ERR_INTERNAL, "SDS: K and S given together");
-    if ((p->K || p->S) && !(p->e_tt >= 0.0 && p->c0 >= 0.0 && isfinite(p->e_tt) && isfinite(p->c0)))
+    if (p->K && !(p->e_tt >= 0.0 && p->c0 >= 0.0 && isfinite(p->e_tt) && isfinite(p->c0)))
         return sds_error_set(SDS_ERR_NUMERIC,
                              "SDS: the dense target's output energy is %g and the error of the "
                              "dense weights %g: the sublayer's outputs are not finite",

@@ -67,17 +67,14 @@ typedef struct {
 void sds_sds_defaults(sds_sds_opts *o);
 
 // One sublayer's problem. G (cols, cols) full symmetric: the sublayer's Hessian (X_s).
-// For target (a) K and S are NULL (e_tt and c0 are then computed from G); for (b) one of K
-// (cols, cols) or S = W_d (G - K^T) itself (rows, cols) is given, same scale as G, with
-// e_tt >= 0 and c0 >= 0 on the same scale. (S = (X_s W_d^T - X_t W_d^T)^T X_s costs
-// 2 rows cols flops a token against K's 2 cols^2: the cheaper one where rows < cols.)
+// For target (a) K is NULL (e_tt and c0 are then computed from G); for (b) K (cols, cols) is
+// given, same scale as G, with e_tt >= 0 and c0 >= 0 on the same scale.
 // stat: the Wanda statistic of X_s (cols) for the Wanda base, else NULL.
 typedef struct {
     int64_t rows, cols;
     const float *Wd; // dense weights (rows, cols) row-major
     const float *G;
     const float *K;
-    const float *S;
     double e_tt, c0;
     const float *stat;
 } sds_problem;
@@ -115,9 +112,8 @@ void sds_sds_mix_target(const float *G, const float *K, int64_t cols, double b, 
 // e_tt = |X_t W_d^T|^2 = ss + b (dd - ss - diff) + b^2 diff, c0 = b^2 diff.
 void sds_sds_target_terms(double ss, double dd, double diff, double b, double *e_tt, double *c0);
 
-// The mix for one sublayer, chosen on held-out sequences: `fit` holds the statistics (G, and K =
-// X_s^T X_d or S = W_d (G - K^T)) of the fitting sequences, `val` those of held-out ones, on the
-// same scale (e_tt, c0 unused).
+// The mix for one sublayer, chosen on held-out sequences: `fit` holds the Grams (G, K = X_s^T X_d)
+// of the fitting sequences, `val` those of held-out ones, on the same scale (e_tt, c0 unused).
 // The full correction (ridge re-dense to the dense target, damping percdamp) is fitted on `fit`;
 // the returned b in [0, 1] minimises the held-out error of W_d + b (W_r - W_d), a quadratic in b
 // (0 when val is empty).

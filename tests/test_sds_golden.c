@@ -93,21 +93,6 @@ static void output_sums(const float *Xs, const float *Xt, int64_t tokens, int64_
     out[4] = sc * c0;
 }
 
-// S = (2/n) (Xs Wd^T - Xt Wd^T)^T Xs (rows, cols) in float via double sums: the dense target's
-// term W_d (G - K^T) computed from the outputs, as prune does where rows < cols.
-static void target_term_raw(const float *Xs, const float *Xt, int64_t tokens, int64_t cols,
-                            const float *Wd, int64_t rows, int64_t nseq, float *S) {
-    double *acc = calloc((size_t)(rows * cols), sizeof(double));
-    for (int64_t t = 0; t < tokens; t++)
-        for (int64_t r = 0; r < rows; r++) {
-            double ys, yt;
-            outputs_at(Xs, Wd, Xt, Wd, cols, t, r, &ys, &yt);
-            for (int64_t j = 0; j < cols; j++) acc[r * cols + j] += (ys - yt) * Xs[t * cols + j];
-        }
-    for (int64_t i = 0; i < rows * cols; i++) S[i] = (float)(2.0 / (double)nseq * acc[i]);
-    free(acc);
-}
-
 // K = (2/n) Xs^T Xt (cols, cols) in float via double sums.
 static void cross_gram(const float *A, const float *B, int64_t tokens, int64_t cols, int64_t nseq,
                        float *out) {
@@ -199,56 +184,15 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
               file, worst);
         // choosing the blend with the fitting data as its own held-out data: the in-sample
         // optimum is (nearly) the full correction; with no held-out data, the pruned target
-        const sds_problem fit = {rows, cols, Wd, h.H, K, NULL, e_tt, c0, NULL};
+        const sds_problem fit = {rows, cols, Wd, h.H, K, e_tt, c0, NULL};
         double b_in = -1.0, b_none = -1.0;
         float *Z = calloc(ng, sizeof(float));
-        const sds_problem none = {rows, cols, Wd, Z, Z, NULL, 0.0, 0.0, NULL};
+        const sds_problem none = {rows, cols, Wd, Z, Z, 0.0, 0.0, NULL};
         const int r1 = sds_sds_choose_mix(&fit, &fit, 0.01, &b_in);
         const int r2 = sds_sds_choose_mix(&fit, &none, 0.01, &b_none);
         check(r1 == SDS_OK && r2 == SDS_OK && b_in > 0.8 && b_in <= 1.0 && b_none == 0.0,
               "%s: chosen blend in-sample %.4f (in (0.8, 1]), without held-out data %.1f", file,
               b_in, b_none);
-        // the same problem given as S (rows, cols) instead of K: the same blend, and SDS ends
-        // at the same error with (nearly) the same mask
-        float *S = xmalloc(nw * sizeof(float));
-        target_term_raw(Xs, Xt, tokens, cols, Wd, rows, nseq, S);
-        // (held out: the same inputs with the target moved 30% of the way, so that the chosen
-        // blend is inside (0, 1): K_v = 0.7 G + 0.3 K, S_v = 0.3 S)
-        const sds_problem fit_s = {rows, cols, Wd, h.H, NULL, S, e_tt, c0, NULL};
-        float *Kv = xmalloc(ng * sizeof(float)), *Sv = xmalloc(nw * sizeof(float));
-        sds_sds_mix_target(h.H, K, cols, 0.3, Kv);
-        for (size_t i = 0; i < nw; i++) Sv[i] = 0.3f * S[i];
-        const sds_problem val_k = {rows, cols, Wd, h.H, Kv, NULL, 0.0, 0.0, NULL};
-        const sds_problem val_s = {rows, cols, Wd, h.H, NULL, Sv, 0.0, 0.0, NULL};
-        double b_k = -1.0, b_s = -1.0;
-        const int r3 = sds_sds_choose_mix(&fit, &val_k, 0.01, &b_k);
-        const int r4 = sds_sds_choose_mix(&fit_s, &val_s, 0.01, &b_s);
-        check(r3 == SDS_OK && r4 == SDS_OK && b_k > 0.05 && b_k < 0.95 && fabs(b_s - b_k) <= 1e-3,
-              "%s: blend chosen from S %.5f equals the one from K %.5f (1e-3, inside (0, 1))", file,
-              b_s, b_k);
-        free(Kv);
-        free(Sv);
-        sds_sds_opts od;
-        sds_sds_defaults(&od);
-        const sds_problem pk = {rows, cols, Wd, h.H, K, NULL, e_tt, c0, h.wanda};
-        const sds_problem ps = {rows, cols, Wd, h.H, NULL, S, e_tt, c0, h.wanda};
-        float *Wk = xmalloc(nw * sizeof(float)), *Ws = xmalloc(nw * sizeof(float));
-        uint8_t *Mk = xmalloc(nw), *Ms = xmalloc(nw);
-        sds_sds_info ik, is;
-        const int rk = first_then_sds(&pk, SDS_BASE_SPARSEGPT, pat, &od, Wk, Mk, &ik);
-        const int rs = first_then_sds(&ps, SDS_BASE_SPARSEGPT, pat, &od, Ws, Ms, &is);
-        int64_t same = 0;
-        for (size_t i = 0; i < nw; i++) same += Mk[i] == Ms[i];
-        check(rk == SDS_OK && rs == SDS_OK &&
-                  fabs(is.rel_err_final - ik.rel_err_final) <= 1e-3 * ik.rel_err_final &&
-                  (double)same >= 0.99 * (double)nw,
-              "%s: SDS with S given: error %.6g, with K %.6g (1e-3), masks agree on %.2f%%", file,
-              is.rel_err_final, ik.rel_err_final, 100.0 * (double)same / (double)nw);
-        free(Wk);
-        free(Ws);
-        free(Mk);
-        free(Ms);
-        free(S);
         free(Z);
         free(Kb);
     }
@@ -256,7 +200,7 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
     sds_sds_defaults(&o);
     o.base = base;
     o.target = setting ? SDS_TARGET_DENSE : SDS_TARGET_PRUNED;
-    sds_problem p = {rows, cols, Wd, h.H, K, NULL, e_tt, c0, h.wanda};
+    sds_problem p = {rows, cols, Wd, h.H, K, e_tt, c0, h.wanda};
 
     float *W[2];
     uint8_t *M[2];

@@ -93,6 +93,30 @@ int main(int argc, char **argv) {
               U[3] == 0,
           "packed upper triangle round-trips, the lower stays untouched");
 
+    // one value onto the grid: the truncation toward zero of |v| 2^64, with v's sign, bit for
+    // bit against long double (exact for floats and doubles at these magnitudes), on values of
+    // every magnitude from subnormal to just below 2^62, integers and halves included
+    long bad_f = 0, bad_d = 0;
+    for (long t = 0; t < 2000000; t++) {
+        const int e = (int)(uniform() * 200.0) - 140; // 2^-140 .. 2^59
+        double v = ldexp(uniform() + 0.5, e);
+        if (t % 7 == 0) v = floor(v);            // integers (and 0)
+        if (t % 11 == 0) v = floor(v * 2.0) / 2; // halves
+        if (t % 2) v = -v;
+        const float vf = (float)v;
+        sds_xsum_t af = 0, ad = 0;
+        const int bf = sds_xsum_add_f32(&af, &vf, 1, 0x1p62);
+        const int bd = sds_xsum_add_f64(&ad, &v, 1, 0x1p62);
+        const sds_xsum_t rf = (sds_xsum_t)truncl(ldexpl((long double)vf, 64));
+        const sds_xsum_t rd = (sds_xsum_t)truncl(ldexpl((long double)v, 64));
+        bad_f += bf || af != rf;
+        bad_d += bd || ad != rd;
+    }
+    snprintf(what, sizeof what,
+             "add_f32 and add_f64: |v| 2^64 truncated, v's sign (2e6 values; %ld and %ld differ)",
+             bad_f, bad_d);
+    check(rank, bad_f == 0 && bad_d == 0, what);
+
     // too large, infinite, NaN: reported
     float big[3] = {(float)limit, INFINITY, NAN};
     sds_xsum_t accb[1] = {0};
