@@ -121,12 +121,9 @@ static int fixed_init(fixed *f, const sds_problem *p) {
     f->p = p;
     const int64_t R = p->rows, C = p->cols;
     const size_t nw = (size_t)(R * C);
-    float *T = sds_malloc(nw * sizeof(float), "SDS scratch");
-    if (!T) return SDS_ERR_IO;
     if (p->K) {
         f->S = sds_malloc(nw * sizeof(float), "SDS target term");
         if (!f->S || target_term(p, f->S) != SDS_OK) {
-            free(T);
             free(f->S);
             f->S = NULL;
             return SDS_ERR_IO;
@@ -135,11 +132,13 @@ static int fixed_init(fixed *f, const sds_problem *p) {
         f->c0 = p->c0;
         f->e_tt = p->e_tt;
     } else {
+        float *T = sds_malloc(nw * sizeof(float), "SDS scratch");
+        if (!T) return SDS_ERR_IO;
         mul(p->Wd, R, C, p->G, T);
         f->e_tt = dot(p->Wd, T, nw);
         f->c0 = 0.0;
+        free(T);
     }
-    free(T);
     f->lmax = lambda_max(p->G, C);
     for (size_t i = 0; i < nw; i++) {
         f->wd_l1 += fabs(p->Wd[i]);
