@@ -167,9 +167,9 @@ static int calibration_tokens(const sds_prune_opts *o, const sds_model *m, int32
 }
 
 // SparseGPT on one whole sublayer: preparation turns its H into U, and q/k/v share one H, so
-// it works on a copy.
+// it works on a copy. keep_U, when not NULL, receives U (the caller frees it).
 static int sparsegpt_sublayer(const sds_prune_opts *o, sds_linear_ref r, const float *H,
-                              uint8_t *mask, double *damping) {
+                              uint8_t *mask, double *damping, float **keep_U) {
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     float *U = sds_malloc((size_t)(r.cols * r.cols) * sizeof(float), "SparseGPT factor");
@@ -189,7 +189,10 @@ static int sparsegpt_sublayer(const sds_prune_opts *o, sds_linear_ref r, const f
                                  sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &loc, mask);
         *damping = info.percdamp;
     }
-    free(U);
+    if (rc == SDS_OK && keep_U)
+        *keep_U = U;
+    else
+        free(U);
     return rc;
 }
 
@@ -201,14 +204,14 @@ static void add_extra(sds_h5out_stats *st, const char *name, double v) {
 
 // Owner rank: the first pruning of sublayer r in place (the method, or SDS's base) into mask.
 static int first_prune(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
-                       uint8_t *mask, double *damping) {
+                       uint8_t *mask, double *damping, float **keep_U) {
     *damping = 0.0;
     const int wanda = o->method == SDS_METHOD_WANDA ||
                       (o->method == SDS_METHOD_SDS && o->sds.base == SDS_BASE_WANDA);
     if (o->method == SDS_METHOD_MAGNITUDE)
         return sds_magnitude_prune(r.w, r.rows, r.rows, r.cols, o->pattern, NULL, NULL, mask);
     if (wanda) return sds_wanda_prune(r.w, r.rows, r.cols, h->wanda, o->pattern, mask);
-    return sparsegpt_sublayer(o, r, h->H, mask, damping);
+    return sparsegpt_sublayer(o, r, h->H, mask, damping, keep_U);
 }
 
 // SDS's dense-target statistics of one sublayer: its group's cross Gram K = X_s^T X_d (already
@@ -223,10 +226,12 @@ typedef struct {
 // Owner rank: SDS's steps 2-3 on sublayer r, first-pruned in place (mask), from its dense
 // weights; fills st's errors and extras. ds: the dense target's statistics, NULL for the
 // pruned target.
+// U1: the first pruning's SparseGPT factor of h->H (damping d1), or NULL.
 static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian *h,
-                    const dense_stats *ds, const float *dense, uint8_t *mask, sds_h5out_stats *st) {
+                    const dense_stats *ds, const float *dense, uint8_t *mask, sds_h5out_stats *st,
+                    const float *U1, double d1) {
     int rc = SDS_OK;
-    sds_problem p = {r.rows, r.cols, dense, h->H, NULL, 0.0, 0.0, h->wanda};
+    sds_problem p = {r.rows, r.cols, dense, h->H, NULL, 0.0, 0.0, h->wanda, U1, d1};
     float *Kb = NULL, *Gf = NULL;
     double mix = ds ? o->sds.mix : 0.0, y[3] = {0.0, 0.0, 0.0};
     if (ds) {
@@ -246,14 +251,16 @@ static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian
                 Kb[i] = ds->K[i] - ds->Kv[i];
             }
             for (int k = 0; k < 3; k++) y[k] -= ds->yv[k];
-            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, 0.0, 0.0, NULL};
-            const sds_problem val = {r.rows, r.cols, dense, ds->Gv, ds->Kv, 0.0, 0.0, NULL};
+            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, 0.0, 0.0, NULL, NULL, 0.0};
+            const sds_problem val = {r.rows, r.cols, dense, ds->Gv, ds->Kv,
+                                     0.0,    0.0,    NULL,  NULL,   0.0};
             rc = sds_sds_choose_mix(&fit, &val, o->percdamp, &mix);
         }
         if (rc == SDS_OK) {
             sds_sds_mix_target(Gf, Kb, r.cols, mix, Kb);
             p.G = Gf;
             p.K = Kb;
+            p.U = NULL; // (a factor of h->H, not of G_f)
         }
     }
     if (ds) sds_sds_target_terms(y[0], y[1], y[2], mix, &p.e_tt, &p.c0);
@@ -296,13 +303,19 @@ static int prune_sublayer(const sds_prune_opts *o, sds_linear_ref r, const sds_h
     float *dense = sds_malloc(numel * sizeof(float), "dense weights");
     if (!dense) return SDS_ERR_IO;
     memcpy(dense, r.w, numel * sizeof(float));
-    int rc = first_prune(o, r, h, mask, &st->damping);
+    // SDS over SparseGPT prunes twice with the same H (but for --sds-mix auto's fitting half):
+    // the second pruning reuses the first's factor
+    const int reuse =
+        o->method == SDS_METHOD_SDS && o->sds.base == SDS_BASE_SPARSEGPT && !(ds && ds->Gv);
+    float *U1 = NULL;
+    int rc = first_prune(o, r, h, mask, &st->damping, reuse ? &U1 : NULL);
     double err = 0.0;
     if (rc == SDS_OK && o->method == SDS_METHOD_SDS)
-        rc = sds_step(o, r, h, ds, dense, mask, st);
+        rc = sds_step(o, r, h, ds, dense, mask, st, U1, st->damping);
     else if (rc == SDS_OK)
         rc = sds_hessian_recon_error(h->H, r.cols, dense, r.w, r.rows, &err);
     free(dense);
+    free(U1);
     if (rc != SDS_OK) return rc;
     count_sparsity(r, st);
     if (o->method != SDS_METHOD_SDS) {
@@ -1163,7 +1176,7 @@ static int held_sds(run_ctx *c, int64_t l, held_layer *hl, sds_sublayer_report *
         dense_stats ds;
         const double t0 = sds_now();
         lrc = sds_step(o, r, &ls->h[g], dense_stats_of(ls, i, g, c->two_paths, c->auto_mix, &ds),
-                       hl->dense[i], hl->mask[i], &rp->st);
+                       hl->dense[i], hl->mask[i], &rp->st, NULL, 0.0);
         if (lrc == SDS_OK) count_sparsity(r, &rp->st);
         free(hl->dense[i]);
         hl->dense[i] = NULL;
@@ -1212,7 +1225,7 @@ static int held_first(run_ctx *c, int64_t l, held_layer *hl, sds_sublayer_report
         lrc = hl->dense[i] && hl->mask[i] ? SDS_OK : SDS_ERR_IO;
         if (lrc == SDS_OK) {
             memcpy(hl->dense[i], r.w, numel * sizeof(float));
-            lrc = first_prune(o, r, &hl->ls.h[r.group], hl->mask[i], &rp->st.damping);
+            lrc = first_prune(o, r, &hl->ls.h[r.group], hl->mask[i], &rp->st.damping, NULL);
         }
         rp->st.seconds = sds_now() - t0;
         c->t_prune += rp->st.seconds;

@@ -132,8 +132,10 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
         int adj, nest;
         sds_adjust_of(in, &adj, &nest);
         const int dense = in->sds_dense_target;
-        // first and second pruning
-        f += 2.0 * sparsegpt_flops(rows, cols);
+        // first and second pruning (the second reuses the first's factor, but for --sds-mix
+        // auto, which fits on half the sequences)
+        f += 2.0 * sparsegpt_flops(rows, cols) -
+             (in->sds_auto_mix ? 0.0 : 4.0 / 3.0 * cols * cols * cols);
         // fixed terms: W_d (G - K^T) (dense target) or W_d G; power iteration
         f += 2.0 * rcc + 60.0 * 2.0 * cols * cols;
         // the error (W - W_d) G at the first, re-dense, second pruning and every adjust step
@@ -255,6 +257,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             b += 5.0 * nw * F4 + 2.0 * nw + ng * F4;
             if (adj_nesterov) b += 2.0 * nw * F4; // the previous iterate and its product
             if (auto_mix) b += 2.0 * ng * F4;     // the fitting Grams G_f, K_b
+            // (sequential order, one fixed mix) the first SparseGPT's U, kept for the second
+            if (!auto_mix && !in->sds_parallel) b += ng * F4;
         }
         prune_mem = b > prune_mem ? b : prune_mem;
         lin_params += nw;

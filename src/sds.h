@@ -77,6 +77,12 @@ typedef struct {
     const float *K;
     double e_tt, c0;
     const float *stat;
+    // Optional, for the SparseGPT base: U, sds_sparsegpt_prepare's factor of this G, and the
+    // damping it took (from the first pruning, with the same percdamp). The second pruning then
+    // sweeps with it (the same bits as factoring G again, at none of the cost); NULL: it
+    // factors G.
+    const float *U;
+    double U_percdamp;
 } sds_problem;
 
 typedef struct {

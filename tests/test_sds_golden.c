@@ -184,10 +184,10 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
               file, worst);
         // choosing the blend with the fitting data as its own held-out data: the in-sample
         // optimum is (nearly) the full correction; with no held-out data, the pruned target
-        const sds_problem fit = {rows, cols, Wd, h.H, K, e_tt, c0, NULL};
+        const sds_problem fit = {rows, cols, Wd, h.H, K, e_tt, c0, NULL, NULL, 0.0};
         double b_in = -1.0, b_none = -1.0;
         float *Z = calloc(ng, sizeof(float));
-        const sds_problem none = {rows, cols, Wd, Z, Z, 0.0, 0.0, NULL};
+        const sds_problem none = {rows, cols, Wd, Z, Z, 0.0, 0.0, NULL, NULL, 0.0};
         const int r1 = sds_sds_choose_mix(&fit, &fit, 0.01, &b_in);
         const int r2 = sds_sds_choose_mix(&fit, &none, 0.01, &b_none);
         check(r1 == SDS_OK && r2 == SDS_OK && b_in > 0.8 && b_in <= 1.0 && b_none == 0.0,
@@ -200,7 +200,7 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
     sds_sds_defaults(&o);
     o.base = base;
     o.target = setting ? SDS_TARGET_DENSE : SDS_TARGET_PRUNED;
-    sds_problem p = {rows, cols, Wd, h.H, K, e_tt, c0, h.wanda};
+    sds_problem p = {rows, cols, Wd, h.H, K, e_tt, c0, h.wanda, NULL, 0.0};
 
     float *W[2];
     uint8_t *M[2];
@@ -224,6 +224,31 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
           in->rel_err_second, in->adjust_steps, in->kept_sds ? "SDS" : "first");
     check(!memcmp(W[0], W[1], nw * sizeof(float)) && !memcmp(M[0], M[1], nw),
           "%s: deterministic (two runs, identical bytes)", label);
+    if (base == SDS_BASE_SPARSEGPT) {
+        // the second pruning with the first's factor of G (what prune does) gives the same bytes
+        // as factoring G again, dead inputs included
+        const size_t ng = (size_t)(cols * cols);
+        float *U = xmalloc(ng * sizeof(float));
+        memcpy(U, h.H, ng * sizeof(float));
+        sds_sparsegpt_info si;
+        int64_t dead = 0;
+        for (int64_t j = 0; j < cols; j++) dead += h.H[j * cols + j] == 0.0f;
+        int ru = sds_sparsegpt_prepare(U, cols, NULL, 0, o.percdamp, SDS_SPARSEGPT_MAX_TRIES, &si);
+        sds_problem pu = p;
+        pu.U = U;
+        pu.U_percdamp = si.percdamp;
+        float *Wu = xmalloc(nw * sizeof(float));
+        uint8_t *Mu = xmalloc(nw);
+        sds_sds_info iu;
+        if (ru == SDS_OK) ru = first_then_sds(&pu, base, pat, &o, Wu, Mu, &iu);
+        check(ru == SDS_OK && !memcmp(Wu, W[0], nw * sizeof(float)) && !memcmp(Mu, M[0], nw) &&
+                  iu.damping == info[0].damping,
+              "%s: second pruning with the first's factor: identical bytes (%lld dead inputs)",
+              label, (long long)dead);
+        free(U);
+        free(Wu);
+        free(Mu);
+    }
     // pattern on the mask; mask and zeros agree (a zero outside the mask is allowed: dead inputs)
     int64_t masked = 0, bad_nm = 0, zero_unmasked_live = 0, nonzero_masked = 0;
     for (int64_t r = 0; r < rows; r++)
