@@ -194,6 +194,31 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
               "%s: chosen blend in-sample %.4f (in (0.8, 1]), without held-out data %.1f", file,
               b_in, b_none);
         free(Z);
+        // outputs that are not finite (a NaN energy, an infinite error of W_d) end the sublayer
+        // with a numeric error and leave the weights and mask as they were
+        const size_t nwb = (size_t)(rows * cols);
+        float *Wx = xmalloc(nwb * sizeof(float));
+        uint8_t *Mx = calloc(nwb, 1);
+        memcpy(Wx, Wd, nwb * sizeof(float));
+        sds_sds_opts ox;
+        sds_sds_defaults(&ox);
+        sds_problem bad = fit;
+        bad.e_tt = NAN;
+        sds_sds_info ix;
+        const int rn = sds_sds_run(&bad, pat, &ox, Wx, Mx, &ix);
+        const bool msg_n = rn == SDS_ERR_NUMERIC && strstr(sds_error_message(), "not finite");
+        bad.e_tt = e_tt;
+        bad.c0 = INFINITY;
+        const int ri = sds_sds_run(&bad, pat, &ox, Wx, Mx, &ix);
+        const bool msg_i = ri == SDS_ERR_NUMERIC && strstr(sds_error_message(), "not finite");
+        size_t touched = 0;
+        for (size_t i = 0; i < nwb; i++) touched += Wx[i] != Wd[i] || Mx[i] != 0;
+        check(msg_n && msg_i && touched == 0,
+              "%s: non-finite output sums: numeric error naming them (%d, %d), %zu entries "
+              "touched",
+              file, rn, ri, touched);
+        free(Wx);
+        free(Mx);
         free(Kb);
     }
     sds_sds_opts o;
