@@ -137,7 +137,39 @@ int sds_select_kth_local(void *ctx, float *scores_local, int64_t n_local, int64_
     return SDS_OK;
 }
 
+// The n smallest by (score, index), the order the selection below makes: index j is among them
+// when fewer than n others come before it (a smaller score, or an equal one at a lower index).
+// Comparisons only, no data-dependent branches (the loop below mispredicts on random scores).
+// Returns how many it flagged: n exactly when no score is NaN (a NaN compares false both ways,
+// so it would be flagged along with the n smallest others; the loop below decides then).
+int32_t sds_pattern_nm_by_rank(const float *s, int32_t n, int32_t m, uint8_t *mask) {
+    int32_t total = 0;
+    if (m == 4) {
+        const float a = s[0], b = s[1], c = s[2], d = s[3];
+        const int32_t ab = a <= b, ac = a <= c, ad = a <= d, bc = b <= c, bd = b <= d, cd = c <= d;
+        // rank of a: b, c, d below it (strictly); of b: a at or below it, c, d below it; ...
+        const int32_t ra = (b < a) + (c < a) + (d < a);
+        const int32_t rb = ab + (c < b) + (d < b);
+        const int32_t rc = ac + bc + (d < c);
+        const int32_t rd = ad + bd + cd;
+        mask[0] = (uint8_t)(ra < n);
+        mask[1] = (uint8_t)(rb < n);
+        mask[2] = (uint8_t)(rc < n);
+        mask[3] = (uint8_t)(rd < n);
+        return mask[0] + mask[1] + mask[2] + mask[3];
+    }
+    for (int32_t j = 0; j < m; j++) {
+        int32_t r = 0;
+        for (int32_t i = 0; i < j; i++) r += s[i] <= s[j];
+        for (int32_t i = j + 1; i < m; i++) r += s[i] < s[j];
+        mask[j] = (uint8_t)(r < n);
+        total += mask[j];
+    }
+    return total;
+}
+
 void sds_pattern_nm_group(const float *scores, int32_t n, int32_t m, uint8_t *mask) {
+    if (sds_pattern_nm_by_rank(scores, n, m, mask) == n) return;
     for (int32_t j = 0; j < m; j++) mask[j] = 0;
     for (int32_t t = 0; t < n; t++) {
         int32_t best = -1;
@@ -197,6 +229,11 @@ void sds_pattern_smallest_k(const float *scores, int64_t n, int64_t k, int64_t *
 }
 
 void sds_pattern_apply(float *W, const uint8_t *mask, int64_t numel) {
-    for (int64_t i = 0; i < numel; i++)
-        if (mask[i]) W[i] = 0.0f;
+    // W[i] = +0.0f where masked, by clearing its bits: branch-free, so it vectorises
+    for (int64_t i = 0; i < numel; i++) {
+        uint32_t u;
+        memcpy(&u, &W[i], sizeof u);
+        u &= -(uint32_t)(mask[i] == 0);
+        memcpy(&W[i], &u, sizeof u);
+    }
 }

@@ -46,6 +46,10 @@ float sds_select_kth(float *a, int64_t n, int64_t k);
 // N:M within one group: marks (mask[j] = 1) the n smallest of scores[0..m), ties to the lower
 // column, the order a stable sort gives.
 void sds_pattern_nm_group(const float *scores, int32_t n, int32_t m, uint8_t *mask);
+// Its fast path: the same selection from comparison ranks, without data-dependent branches.
+// Returns how many it flagged: n exactly when no score is NaN (then sds_pattern_nm_group falls
+// back to a loop that gives NaN an order).
+int32_t sds_pattern_nm_by_rank(const float *scores, int32_t n, int32_t m, uint8_t *mask);
 // Marks the k smallest of scores[0..n) in stable order (ties to the lower index), as
 // torch.sort(scores, stable=True)[1][:k] does. work holds n int64_t.
 void sds_pattern_smallest_k(const float *scores, int64_t n, int64_t k, int64_t *work,
