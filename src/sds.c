@@ -330,6 +330,9 @@ static int base_prune(const sds_problem *p, sds_pattern pat, const sds_sds_opts 
         return sds_wanda_prune(W, p->rows, p->cols, p->stat, pat, mask);
     }
     const int64_t C = p->cols;
+    float *own = NULL; // this call's factor, where the problem gives none
+    double pd = p->U_percdamp;
+    int rc = SDS_OK;
     if (p->U) {
         // the first pruning's factor of G: only its dead inputs' weights are to be zeroed
         uint8_t *dead = sds_malloc((size_t)C, "dead-input flags");
@@ -337,24 +340,21 @@ static int base_prune(const sds_problem *p, sds_pattern pat, const sds_sds_opts 
         for (int64_t j = 0; j < C; j++) dead[j] = p->G[j * C + j] == 0.0f;
         sds_sparsegpt_zero_dead(W, p->rows, C, dead);
         free(dead);
-        sds_sparsegpt_local loc = {p->U, C};
-        *damping = p->U_percdamp;
-        return sds_sparsegpt_sweep(W, p->rows, p->rows, C, pat, o->blocksize,
-                                   sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &loc,
-                                   mask);
+    } else {
+        own = sds_malloc((size_t)(C * C) * sizeof(float), "SparseGPT factor");
+        if (!own) return SDS_ERR_IO;
+        memcpy(own, p->G, (size_t)(C * C) * sizeof(float));
+        sds_sparsegpt_info info;
+        rc = sds_sparsegpt_prepare(own, C, W, p->rows, o->percdamp, SDS_SPARSEGPT_MAX_TRIES, &info);
+        if (rc == SDS_OK) pd = info.percdamp;
     }
-    float *U = sds_malloc((size_t)(C * C) * sizeof(float), "SparseGPT factor");
-    if (!U) return SDS_ERR_IO;
-    memcpy(U, p->G, (size_t)(C * C) * sizeof(float));
-    sds_sparsegpt_info info;
-    int rc = sds_sparsegpt_prepare(U, C, W, p->rows, o->percdamp, SDS_SPARSEGPT_MAX_TRIES, &info);
     if (rc == SDS_OK) {
-        sds_sparsegpt_local loc = {U, C};
+        sds_sparsegpt_local loc = {p->U ? p->U : own, C};
         rc = sds_sparsegpt_sweep(W, p->rows, p->rows, C, pat, o->blocksize,
                                  sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &loc, mask);
-        *damping = info.percdamp;
+        *damping = pd;
     }
-    free(U);
+    free(own);
     return rc;
 }
 
