@@ -53,22 +53,29 @@ static int64_t block_width(int64_t l, int64_t cnt, int64_t nb) {
     return cnt - l < nb ? cnt - l : nb;
 }
 
-// tile (wi x wj, column-major, leading dimension nb) = panel_i^T panel_j over K: the global
-// block (I, J) of the Gram. One call per global block, its shape and operands' layouts fixed by
-// (I, J) alone: OpenBLAS's result for an entry depends on the call's shape (edge kernels, small
-// matrix kernels, where the K loop is split), so a call per column block spanning the local
-// rows would give other bits on other grids. Per block, every grid makes the same calls.
-static void tile_gram(const float *pi, int64_t wi, const float *pj, int64_t wj, int64_t K,
-                      float *tile, int64_t nb) {
-    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)wi, (int)wj, (int)K, 1.0f, pi,
-                (int)wi, pj, (int)wj, 0.0f, tile, (int)nb);
+// tile (wi x wj, column-major, leading dimension nb) = the global block (I, J) of X^T X, read
+// straight from X (T x n, row-major): its columns i0.. are the column-major (wi x T) operand at
+// X + i0 with leading dimension n. One call per global block, its shape and operands' layouts
+// fixed by (I, J) alone: OpenBLAS's result for an entry depends on the call's shape (edge
+// kernels, small matrix kernels, where the K loop is split), so a call per column block spanning
+// the local rows would give other bits on other grids. Per block, every grid makes the same
+// calls. A diagonal block (I == J) is one ssyrk, its upper triangle only: half the flops of
+// the block's sgemm.
+static void tile_gram(const float *X, int64_t n, int64_t i0, int64_t wi, int64_t j0, int64_t wj,
+                      int64_t K, float *tile, int64_t nb) {
+    if (i0 == j0)
+        cblas_ssyrk(CblasColMajor, CblasUpper, CblasNoTrans, (int)wi, (int)K, 1.0f, X + i0, (int)n,
+                    0.0f, tile, (int)nb);
+    else
+        cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)wi, (int)wj, (int)K, 1.0f, X + i0,
+                    (int)n, X + j0, (int)n, 0.0f, tile, (int)nb);
 }
 
 // ---- the Hessian on the grid -----------------------------------------------------------------
 
 int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T) {
-    return 16 * (int64_t)g->lld * g->nloc + 4 * T * (g->mloc + g->nloc) +
-           4 * (int64_t)g->nb * g->nb + 4 * (int64_t)g->lld;
+    (void)T; // X is read where it is: nothing of size T is held
+    return 16 * (int64_t)g->lld * g->nloc + 4 * (int64_t)g->nb * g->nb + 4 * (int64_t)g->lld;
 }
 
 static void *held(sds_dist_gram *d, int64_t bytes, const char *what) {
@@ -95,9 +102,7 @@ int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
     d->T = T;
     d->acc = held(d, 16 * (int64_t)g->lld * g->nloc, "the Hessian's exact sums on the grid");
     d->tile = d->acc ? held(d, 4 * (int64_t)g->nb * g->nb, "one block of X^T X") : NULL;
-    d->xr = d->tile ? held(d, 4 * T * g->mloc, "the activations of this rank's rows") : NULL;
-    d->xc = d->xr ? held(d, 4 * T * g->nloc, "the activations of this rank's columns") : NULL;
-    if (!d->xc) {
+    if (!d->tile) {
         sds_dist_gram_free(d);
         return SDS_ERR_IO;
     }
@@ -114,8 +119,6 @@ int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
                              (long long)T, (long long)d->T);
     if (T > 0 && g->mloc > 0 && g->nloc > 0) {
         const int64_t nb = g->nb, lld = g->lld;
-        gather_panels(X, T, g->n, nb, g->nprow, g->myrow, g->mloc, d->xr);
-        gather_panels(X, T, g->n, nb, g->npcol, g->mycol, g->nloc, d->xc);
         int bad = 0;
         for (int64_t jl0 = 0; jl0 < g->nloc; jl0 += nb) {
             const int64_t wj = block_width(jl0, g->nloc, nb);
@@ -124,7 +127,7 @@ int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
                 const int64_t i0 = sds_dist_grid_row_global(g, il0);
                 if (i0 > j0) break; // the rest of the local row blocks are below the diagonal
                 const int64_t wi = block_width(il0, g->mloc, nb);
-                tile_gram(d->xr + il0 * T, wi, d->xc + jl0 * T, wj, T, d->tile, nb);
+                tile_gram(X, g->n, i0, wi, j0, wj, T, d->tile, nb);
                 for (int64_t c = 0; c < wj; c++) {
                     // in the diagonal block only rows i0 + r <= j0 + c
                     const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
@@ -160,10 +163,8 @@ static float finish_scale(const sds_dist_gram *d) {
 
 static void release_buffers(sds_dist_gram *d) {
     const sds_dist_grid *g = d->g;
-    release(d, d->xr, 4 * d->T * g->mloc);
-    release(d, d->xc, 4 * d->T * g->nloc);
     release(d, d->tile, 4 * (int64_t)g->nb * g->nb);
-    d->xr = d->xc = d->tile = NULL;
+    d->tile = NULL;
 }
 
 int sds_dist_gram_finish(sds_dist_gram *d, float *A) {
@@ -209,8 +210,6 @@ int sds_dist_gram_finish_in_place(sds_dist_gram *d, float **A) {
 void sds_dist_gram_free(sds_dist_gram *d) {
     free(d->acc);
     free(d->tile);
-    free(d->xr);
-    free(d->xc);
     const sds_dist_grid *g = d->g;
     const int64_t peak = d->peak_bytes;
     memset(d, 0, sizeof *d);
@@ -316,7 +315,8 @@ int sds_dist_quad_trace(const sds_dist_grid *g, const float *A, const float *dia
             const int64_t i0 = sds_dist_grid_row_global(g, il0);
             if (i0 > j0) break;
             const int64_t wi = block_width(il0, mloc, nb);
-            tile_gram(dr + il0 * rows, wi, dc + jl0 * rows, wj, rows, tile, nb);
+            cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)wi, (int)wj, (int)rows, 1.0f,
+                        dr + il0 * rows, (int)wi, dc + jl0 * rows, (int)wj, 0.0f, tile, (int)nb);
             for (int64_t c = 0; c < wj; c++) {
                 const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
                 const float *gc = tile + c * nb, *ac = A + (jl0 + c) * lld + il0;

@@ -4,8 +4,10 @@
 // the grid; each rank computes and sums only its own block-cyclic piece of X_s^T X_s.
 //
 // Bit for bit the same at any grid shape (1x1, 1x2, 2x2, 1x3, ...): each global nb x nb block
-// (I, J), I <= J, of one sequence's X^T X is one cblas_sgemm call whose shape and operand layout
-// depend on (I, J) only, so every grid makes the same calls on the same data; the entries then
+// (I, J), I <= J, of one sequence's X^T X is one BLAS call (cblas_sgemm; cblas_ssyrk, upper
+// triangle only, on the diagonal, I == J) whose shape and operand layout depend on (I, J)
+// only, its operands read in place from X (leading dimension n), so every grid makes the same
+// calls on the same data; the entries then
 // go into exact sums (src/xsum.h), whose result does not depend on the order of the additions.
 // (One call per block, not per column block: OpenBLAS's value for an entry depends on the call's
 // shape (edge kernels, small-matrix kernels, where the token loop is split), which would differ
@@ -25,9 +27,12 @@
 // small-matrix path more often. The differences measured are below 1e-6 of sqrt(H_ii H_jj)
 // (tests/test_dist_gram.c prints them).
 //
-// Cost: one sgemm per block instead of one ssyrk: on one rank (1x1 grid), n = T = 2048, 1.15x
-// (Prescott kernels) to 1.7x (SkylakeX kernels) the serial ssyrk + exact sums' time, shared by
-// the G ranks.
+// Cost: one call per block instead of one ssyrk over all columns, and a 1 x G grid's blocks
+// are unevenly spread when n / nb is small (n = 768: 3 block columns, 4 of the 6 blocks on one
+// of 2 ranks). bench/bench_gram.c, 2 ranks x 1 thread, 64 sequences of 2048 tokens: 0.55
+// (n = 768), 0.67 (2048) and 0.70 (3072) of the machine's sgemm GFLOP/s, against the serial
+// ssyrk + exact sums' 0.81-0.83; 0.40, 0.61 and 0.66 when the diagonal blocks were whole
+// sgemms and X was first gathered into panels.
 //
 // Only the upper triangle (global row <= global column) is accumulated and written; that is
 // all sds_dist_sparsegpt_grid reads.
@@ -37,11 +42,10 @@
 // of one sequence:
 //     16 * lld * nloc          the exact sums (sds_dist_gram_finish_in_place converts them to
 //                              the fp32 piece, 4 * lld * nloc, in their own memory)
-//   +  4 * T * (mloc + nloc)   X's columns of this rank's rows and of its columns
 //   +  4 * nb * nb             one block of one sequence's X^T X
 //   +  4 * lld                 one column during the in-place conversion
-// So about 16 n^2 / G + 4 T n (1 / nprow + 1 / npcol) bytes: the full matrix's 16 n^2 bytes of
-// sums split G ways, plus the two gathers of X. No rank allocates anything of size n x n.
+// So about 16 n^2 / G bytes: the full matrix's 16 n^2 bytes of sums split G ways (X is the
+// caller's). No rank allocates anything of size n x n.
 #pragma once
 #include "dist_sparsegpt.h"
 #include "xsum.h"
@@ -53,8 +57,6 @@ typedef struct {
     int64_t T;              // the most tokens one sequence may have
     sds_xsum_t *acc;        // (lld x nloc, column-major) exact sums of the upper-triangle entries
     float *tile;            // (nb x nb) one block of one sequence's X^T X
-    float *xr, *xc;         // X's columns of this rank's rows / columns, gathered: local block b
-                            // (width w) is the column-major (w x T) panel at b * nb * T
     int64_t nseq;           // sequences added
     int64_t bytes;          // bytes this object holds now (for the caller's memory accounting)
     int64_t peak_bytes;     // most bytes held at once (kept by sds_dist_gram_free)
@@ -64,20 +66,20 @@ typedef struct {
 // tokens.
 int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T);
 
-// (local) Allocates zeroed sums and the buffers for sequences of up to T tokens (T >= 0). g must
-// outlive d. Errors: SDS_ERR_INPUT for T out of range; SDS_ERR_IO when out of memory (the
+// (local) Allocates zeroed sums and the block buffer for sequences of up to T tokens (T >= 0). g
+// must outlive d. Errors: SDS_ERR_INPUT for T out of range; SDS_ERR_IO when out of memory (the
 // message names the buffer). On failure d holds nothing (sds_dist_gram_free is still safe).
 int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T);
 
 // (local) Adds this rank's piece of X^T X for one sequence: X (T x g->n, row-major, the same on
 // every rank of the grid), T <= d->T; T = 0 counts a sequence and adds nothing, as
 // sds_hessian_add does. Only the blocks at or above the block diagonal are computed (for local
-// column block J the local row blocks needed are a prefix of the local rows), one cblas_sgemm
+// column block J the local row blocks needed are a prefix of the local rows), one BLAS call
 // per block; in the diagonal blocks only entries with global row <= global column go into the
-// sums. Errors: SDS_ERR_INPUT for T out of range; SDS_ERR_NUMERIC (message as
-// sds_hessian_add's, naming SDS_HESSIAN_XSUM_LIMIT) when an entry of this rank's piece is not
-// finite or reaches the limit; the sums are then unspecified. A failure is this rank's alone:
-// the caller agrees on it before its next collective.
+// sums. X is read in place for the duration of the call. Errors: SDS_ERR_INPUT for T out of range;
+// SDS_ERR_NUMERIC (message as sds_hessian_add's, naming SDS_HESSIAN_XSUM_LIMIT) when an entry of
+// this rank's piece is not finite or reaches the limit; the sums are then unspecified. A failure is
+// this rank's alone: the caller agrees on it before its next collective.
 int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T);
 
 // (local) H's piece from the sums: entries with global row <= global column receive

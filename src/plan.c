@@ -279,7 +279,7 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             m->head = (head + (c->tie_word_embeddings && k == 0 ? 0.0 : lm)) * F4;
         m->activations = nloc * T * C * F4 * (two ? 2 : 1);
         // SparseGPT on the grid: each group's exact sums (16 B per entry), one tile of one
-        // sequence's Gram, X's gathered columns, and the sequence's inputs (own and broadcast)
+        // sequence's Gram, and the sequence's inputs (own and broadcast, read in place)
         // while the statistics run; then each group's fp32 piece of H, and for the sublayer
         // being pruned the tile algorithms' panels (a column and a row of tiles), the dense copy
         // of W, the row shard's mask, the leader's whole mask, and the sweep's panel and slab
@@ -293,7 +293,7 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
                 // sums are never touched, so they are not resident)
                 const double upper = fmin(1.0, 0.5 + 0.5 * PLAN_DIST_NB / cc);
                 grid_stats += 16.0 * pe * upper - 4.0 * pe + 4.0 * PLAN_DIST_NB * PLAN_DIST_NB +
-                              4.0 * T * (ml + nlc) + 2.0 * T * cc * F4;
+                              2.0 * T * cc * F4;
             }
             for (int i = 0; i < pl.n; i++) {
                 const double cc = pl.cols[i], nw = pl.rows[i] * cc;

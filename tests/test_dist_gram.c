@@ -85,7 +85,7 @@ static int grid_hessian(const sds_dist_grid *g, const config *c, const float *X,
     } else if (rc == SDS_OK) {
         rc = sds_dist_gram_finish(&d, A);
     }
-    if (rc == SDS_OK && (d.bytes != 0 || d.acc || d.xr || d.xc || d.tile)) rc = SDS_ERR_INTERNAL;
+    if (rc == SDS_OK && (d.bytes != 0 || d.acc || d.tile)) rc = SDS_ERR_INTERNAL;
     *peak = d.peak_bytes;
     sds_dist_gram_free(&d);
     return rc;
@@ -97,7 +97,8 @@ static int64_t bound_bytes(int64_t n, int nb, int64_t T) {
     grid_place(&pr, &pc, &myrow, &mycol);
     const int64_t mloc = numroc(n, nb, myrow, pr), nloc = numroc(n, nb, mycol, pc);
     const int64_t lld = mloc > 1 ? mloc : 1;
-    return 16 * lld * nloc + 4 * T * (mloc + nloc) + 4 * (int64_t)nb * nb + 4 * lld;
+    (void)T; // X is read in place: no T-sized buffer
+    return 16 * lld * nloc + 4 * (int64_t)nb * nb + 4 * lld;
 }
 
 // Grid against serial: both are sums over sequences of fp32 dot products over the tokens,
@@ -202,12 +203,10 @@ static void run_config(const config *c) {
     check(all_ranks(mem_ok), "%s: peak bytes per rank <= the header's bound (max %lld <= %lld)",
           name, (long long)peak_max, (long long)bound_max);
     if (n >= 768) {
-        const int64_t gathers = 4 * tmax * (g.mloc + g.nloc);
         const double share = 20.0 * (double)n * (double)n / g_size;
-        check(all_ranks((double)(bound - gathers) <= 1.5 * share),
-              "%s: bound without the gathers <= 1.5 x the full matrix's 20 n^2 bytes / %d (max "
-              "%.3f x; gathers %lld bytes on rank 0)",
-              name, g_size, max_ranks((double)(bound - gathers) / share), (long long)gathers);
+        check(all_ranks((double)bound <= 1.5 * share),
+              "%s: bound <= 1.5 x the full matrix's 20 n^2 bytes / %d (max %.3f x)", name, g_size,
+              max_ranks((double)bound / share));
     }
 
     // diag / set_diag
