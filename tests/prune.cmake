@@ -29,3 +29,7 @@ set_tests_properties(sds_e2e PROPERTIES ENVIRONMENT "${SDS_TEST_ENV}" FIXTURES_R
 # Benchmark (not a test): the exact-sum statistics' cost next to the ssyrk they follow.
 add_executable(bench_xsum ${PROJECT_SOURCE_DIR}/bench/bench_xsum.c)
 target_link_libraries(bench_xsum PRIVATE sds_core)
+
+# Benchmark (not a test): Hessian accumulation as prune runs it, at any rank count (mpirun).
+add_executable(bench_gram ${PROJECT_SOURCE_DIR}/bench/bench_gram.c)
+target_link_libraries(bench_gram PRIVATE sds_mpi)
