@@ -139,6 +139,8 @@ int sds_sparsegpt_select_local(void *ctx, float *scores_local, int64_t n_local, 
 // batch, one level down: the same arithmetic in another order, and BLAS-3 instead of one
 // rank-1 update per column). A multiple of m, so that no N:M group straddles two sub-blocks.
 #define SUB 32
+// Row chunks on threads start at multiples of this (as the grid's row shards, mpi/prune.c).
+#define CHUNK_ALIGN 32
 static int64_t sub_block_width(sds_pattern p, int64_t B) {
     int64_t b = SUB;
     if (p.kind == SDS_PATTERN_NM) b = ((b + p.m - 1) / p.m) * p.m;
@@ -179,6 +181,36 @@ static void sweep_row(float *restrict w, const float *restrict P, int64_t ld,
     }
 }
 
+// Rows [0, rows) of W (ld cols, the block's columns [i1, i2)) through one block: the column
+// loop of every sub-block of width b, its in-block BLAS update, then the lazy update of the
+// columns right of the block. mask and E (ld i2 - i1) belong to the same rows. Each row's
+// arithmetic does not depend on the others: a caller may split the rows among threads, at
+// multiples of CHUNK_ALIGN so that BLAS groups the rows as one call over all of them would.
+static void sweep_rows(float *W, int64_t rows, int64_t cols, int64_t i1, int64_t i2, const float *P,
+                       int64_t ld, const float *dsq, int64_t b, sds_pattern p, const float *tri,
+                       uint8_t *mask, float *E) {
+    const int64_t count = i2 - i1;
+    for (int64_t j1 = 0, k = 0; j1 < count; j1 += b, k++) {
+        const int64_t j2 = j1 + b < count ? j1 + b : count;
+        const float *t = j2 - j1 == SUB ? tri + k * SUB * SUB : NULL;
+        for (int64_t r = 0; r < rows; r++)
+            sweep_row(W + r * cols + i1, P, ld, dsq, j1, j2, p, t, mask + r * cols + i1,
+                      E + r * count);
+        // W[:, i1+j2 : i2] (rows, count - j2; ld cols)
+        //     -= E[:, j1:j2] (rows, j2 - j1; ld count) * U[i1+j1 : i1+j2, i1+j2 : i2]
+        if (j2 < count && rows > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(count - j2),
+                        (int)(j2 - j1), -1.0f, E + j1, (int)count, P + j1 * ld + j2, (int)ld, 1.0f,
+                        W + i1 + j2, (int)cols);
+    }
+    // Lazy BLAS-3 update of the columns right of the block, all row-major:
+    // W[:, i2:] (rows, cols - i2; ld cols) -= E (rows, count; ld count)
+    //                                         * U[i1:i2, i2:] (count, cols - i2; ld ld)
+    if (i2 < cols && rows > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(cols - i2),
+                    (int)count, -1.0f, E, (int)count, P + count, (int)ld, 1.0f, W + i2, (int)cols);
+}
+
 int sds_sparsegpt_sweep(float *W_local, int64_t rows_local, int64_t rows_global, int64_t cols,
                         sds_pattern p, int64_t B, sds_panel_fn panel, sds_select_fn select,
                         void *ctx, uint8_t *mask_local) {
@@ -196,9 +228,17 @@ int sds_sparsegpt_sweep(float *W_local, int64_t rows_local, int64_t rows_global,
     float *E = sds_malloc(nblock * sizeof(float), "the SparseGPT block errors");
     float *scores = sds_malloc(nblock * sizeof(float), "the SparseGPT block scores");
     float *dsq = sds_malloc((size_t)B * sizeof(float), "the SparseGPT block diagonal");
-    float tri[SUB * SUB];
+    // the sub-blocks' triangles of one block: at most B / SUB + 1 of them
+    float *tri = sds_malloc((size_t)(B / SUB + 1) * SUB * SUB * sizeof(float),
+                            "the SparseGPT block triangles");
+    // Threads: as many as BLAS has, when there are rows for each (at one rank per core, 1).
+    const int nthreads = openblas_get_num_threads();
+    const int64_t nchunks =
+        nthreads > 1
+            ? rows_local / (2 * CHUNK_ALIGN) < nthreads ? rows_local / (2 * CHUNK_ALIGN) : nthreads
+            : 1;
     int rc = SDS_OK;
-    if (!E || !scores || !dsq) rc = SDS_ERR_IO;
+    if (!E || !scores || !dsq || !tri) rc = SDS_ERR_IO;
     memset(mask_local, 0, (size_t)(rows_local * cols));
     for (int64_t i1 = 0; i1 < cols && rc == SDS_OK; i1 += B) {
         const int64_t i2 = i1 + B < cols ? i1 + B : cols, count = i2 - i1;
@@ -236,36 +276,34 @@ int sds_sparsegpt_sweep(float *W_local, int64_t rows_local, int64_t rows_global,
             }
         }
         const int64_t b = sub_block_width(p, B);
-        for (int64_t j1 = 0; j1 < count; j1 += b) {
-            const int64_t j2 = j1 + b < count ? j1 + b : count;
-            const float *t = NULL;
-            if (j2 - j1 == SUB) {
+        // U's diagonal sub-blocks (tri[k] for sub-block k), shared read-only by the chunks
+        for (int64_t j1 = 0, k = 0; j1 < count; j1 += b, k++)
+            if (j1 + b <= count && b == SUB)
                 for (int64_t i = 0; i < SUB; i++)
                     for (int64_t j = 0; j < SUB; j++)
-                        tri[i * SUB + j] = j > i ? P[(j1 + i) * ld + j1 + j] : 0.0f;
-                t = tri;
+                        tri[(k * SUB + i) * SUB + j] = j > i ? P[(j1 + i) * ld + j1 + j] : 0.0f;
+        if (nchunks > 1) {
+            // rows in chunks of whole CHUNK_ALIGN-row groups, each on its own thread with
+            // single-threaded BLAS
+            openblas_set_num_threads(1);
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads)
+            for (int64_t c = 0; c < nchunks; c++) {
+                const int64_t r0 = rows_local * c / nchunks / CHUNK_ALIGN * CHUNK_ALIGN;
+                const int64_t r1 = c + 1 == nchunks
+                                       ? rows_local
+                                       : rows_local * (c + 1) / nchunks / CHUNK_ALIGN * CHUNK_ALIGN;
+                sweep_rows(W_local + r0 * cols, r1 - r0, cols, i1, i2, P, ld, dsq, b, p, tri,
+                           mask_local + r0 * cols, E + r0 * count);
             }
-            for (int64_t r = 0; r < rows_local; r++)
-                sweep_row(W_local + r * cols + i1, P, ld, dsq, j1, j2, p, t,
-                          mask_local + r * cols + i1, E + r * count);
-            // W[:, i1+j2 : i2] (rows_local, count - j2; ld cols)
-            //     -= E[:, j1:j2] (rows_local, j2 - j1; ld count) * U[i1+j1 : i1+j2, i1+j2 : i2]
-            if (j2 < count && rows_local > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows_local,
-                            (int)(count - j2), (int)(j2 - j1), -1.0f, E + j1, (int)count,
-                            P + j1 * ld + j2, (int)ld, 1.0f, W_local + i1 + j2, (int)cols);
+            openblas_set_num_threads(nthreads);
+        } else {
+            sweep_rows(W_local, rows_local, cols, i1, i2, P, ld, dsq, b, p, tri, mask_local, E);
         }
-        // Lazy BLAS-3 update of the columns right of the block, all row-major:
-        // W[:, i2:] (rows_local, cols - i2; ld cols) -= E (rows_local, count; ld count)
-        //                                               * U[i1:i2, i2:] (count, cols - i2; ld ld)
-        if (i2 < cols && rows_local > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows_local,
-                        (int)(cols - i2), (int)count, -1.0f, E, (int)count, P + count, (int)ld,
-                        1.0f, W_local + i2, (int)cols);
     }
     free(E);
     free(scores);
     free(dsq);
+    free(tri);
     return rc;
 }
 

@@ -617,6 +617,75 @@ static void check_blocked_sweep(void) {
     }
 }
 
+// The sweep's row chunks (one per BLAS thread, src/sparsegpt.c): 1, 2, 3 and 5 threads give
+// the same weights and masks bit for bit, with row counts that leave short and uneven chunks
+// (below two 32-row groups a thread, and a remainder that is not a multiple of 32).
+static void check_sweep_threads(void) {
+    const char *pats[3] = {"0.5", "2:4", "4:8"};
+    const int64_t rows_list[3] = {300, 161, 64}, cols = 384, tokens = 512;
+    const int threads[4] = {1, 2, 3, 5};
+    const int saved = openblas_get_num_threads();
+    float *X = xmalloc((size_t)(tokens * cols) * sizeof(float));
+    uint64_t s = 777;
+    for (int64_t i = 0; i < tokens * cols; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        X[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
+    }
+    sds_hessian h;
+    sds_hessian_init(&h, cols, SDS_HESSIAN_GRAM);
+    sds_hessian_add(&h, X, 1, tokens);
+    sds_hessian_finish(&h);
+    for (int ri = 0; ri < 3; ri++)
+        for (int pi = 0; pi < 3; pi++) {
+            const int64_t rows = rows_list[ri], n = rows * cols;
+            sds_pattern p;
+            sds_pattern_parse(pats[pi], &p);
+            float *W0 = xmalloc((size_t)n * sizeof(float)),
+                  *Wt = xmalloc((size_t)n * sizeof(float));
+            float *Hk = xmalloc((size_t)(cols * cols) * sizeof(float));
+            uint8_t *m0 = xmalloc((size_t)n), *mt = xmalloc((size_t)n);
+            for (int64_t i = 0; i < n; i++) {
+                s = s * 6364136223846793005ull + 1442695040888963407ull;
+                W0[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
+            }
+            int64_t worst = 0;
+            float *Wref = xmalloc((size_t)n * sizeof(float));
+            // the factor once (LAPACK's threads may round it otherwise), then the sweeps
+            memcpy(Hk, h.H, (size_t)(cols * cols) * sizeof(float));
+            int rc = sds_sparsegpt_prepare(Hk, cols, W0, rows, SDS_SPARSEGPT_PERCDAMP,
+                                           SDS_SPARSEGPT_MAX_TRIES, NULL);
+            sds_sparsegpt_local lc = {.U = Hk, .cols = cols};
+            for (int ti = 0; ti < 4 && rc == SDS_OK; ti++) {
+                openblas_set_num_threads(threads[ti]);
+                memcpy(Wt, W0, (size_t)n * sizeof(float));
+                rc = sds_sparsegpt_sweep(Wt, rows, rows, cols, p, SDS_SPARSEGPT_BLOCK,
+                                         sds_sparsegpt_panel_local, sds_sparsegpt_select_local, &lc,
+                                         ti ? mt : m0);
+                if (ti == 0) {
+                    memcpy(Wref, Wt, (size_t)n * sizeof(float));
+                    continue;
+                }
+                int64_t d = 0;
+                for (int64_t i = 0; i < n; i++)
+                    d += memcmp(&Wt[i], &Wref[i], sizeof(float)) != 0 || mt[i] != m0[i];
+                if (d > worst) worst = d;
+            }
+            openblas_set_num_threads(saved);
+            check(rc == SDS_OK && worst == 0,
+                  "SparseGPT sweep, %lld x %lld, %s: 2, 3 and 5 threads' row chunks equal 1 "
+                  "thread bit for bit (worst %lld of %lld weights or mask entries differ)",
+                  (long long)rows, (long long)cols, pats[pi], (long long)worst, (long long)n);
+            free(W0);
+            free(Wt);
+            free(Wref);
+            free(Hk);
+            free(m0);
+            free(mt);
+        }
+    sds_hessian_free(&h);
+    free(X);
+}
+
 // ---- pattern parsing and the damping retry -----------------------------------------------
 
 static void check_parse_error(const char *text) {
@@ -732,6 +801,7 @@ int main(int argc, char **argv) {
     check_nm_selection();
     check_damping_retry();
     check_blocked_sweep();
+    check_sweep_threads();
     const char *files[3] = {"small.h5", "outliers.h5", "rankdef.h5"};
     for (int i = 0; i < 3; i++) check_golden(argv[1], files[i]);
 
