@@ -278,7 +278,7 @@ int sds_sparsegpt_sweep(float *W_local, int64_t rows_local, int64_t rows_global,
         const int64_t b = sub_block_width(p, B);
         // U's diagonal sub-blocks (tri[k] for sub-block k), shared read-only by the chunks
         for (int64_t j1 = 0, k = 0; j1 < count; j1 += b, k++)
-            if (j1 + b <= count && b == SUB)
+            if ((j1 + b < count ? b : count - j1) == SUB) // the width sweep_rows sees
                 for (int64_t i = 0; i < SUB; i++)
                     for (int64_t j = 0; j < SUB; j++)
                         tri[(k * SUB + i) * SUB + j] = j > i ? P[(j1 + i) * ld + j1 + j] : 0.0f;

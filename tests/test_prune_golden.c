@@ -500,6 +500,14 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+// Fills a[0..n) with uniform values in [-0.5, 0.5) from the LCG state *s.
+static void fill_lcg(float *a, int64_t n, uint64_t *s) {
+    for (int64_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+        a[i] = (float)((double)(*s >> 11) / 9007199254740992.0 - 0.5);
+    }
+}
+
 // SPEC 2.5 step 4 as written: column by column, every in-block update at once, one lazy update
 // per block. U (cols, cols) row-major upper. Prunes W in place, mask 1 = pruned.
 static void naive_sweep(float *W, int64_t rows, int64_t cols, const float *U, sds_pattern p,
@@ -567,14 +575,8 @@ static void check_blocked_sweep(void) {
         float *X = xmalloc((size_t)(tokens * cols) * sizeof(float));
         float *W = xmalloc((size_t)(rows * cols) * sizeof(float));
         uint64_t s = 12345 + (uint64_t)pi;
-        for (int64_t i = 0; i < tokens * cols; i++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            X[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
-        }
-        for (int64_t i = 0; i < rows * cols; i++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            W[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
-        }
+        fill_lcg(X, tokens * cols, &s);
+        fill_lcg(W, rows * cols, &s);
         sds_hessian h;
         sds_hessian_init(&h, cols, SDS_HESSIAN_GRAM);
         sds_hessian_add(&h, X, 1, tokens);
@@ -627,10 +629,7 @@ static void check_sweep_threads(void) {
     const int saved = openblas_get_num_threads();
     float *X = xmalloc((size_t)(tokens * cols) * sizeof(float));
     uint64_t s = 777;
-    for (int64_t i = 0; i < tokens * cols; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        X[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
-    }
+    fill_lcg(X, tokens * cols, &s);
     sds_hessian h;
     sds_hessian_init(&h, cols, SDS_HESSIAN_GRAM);
     sds_hessian_add(&h, X, 1, tokens);
@@ -644,10 +643,7 @@ static void check_sweep_threads(void) {
                   *Wt = xmalloc((size_t)n * sizeof(float));
             float *Hk = xmalloc((size_t)(cols * cols) * sizeof(float));
             uint8_t *m0 = xmalloc((size_t)n), *mt = xmalloc((size_t)n);
-            for (int64_t i = 0; i < n; i++) {
-                s = s * 6364136223846793005ull + 1442695040888963407ull;
-                W0[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
-            }
+            fill_lcg(W0, n, &s);
             int64_t worst = 0;
             float *Wref = xmalloc((size_t)n * sizeof(float));
             // the factor once (LAPACK's threads may round it otherwise), then the sweeps
