@@ -414,10 +414,10 @@ static int dist_panel(void *ctx, int64_t i1, int64_t i2, const float **panel, in
     return SDS_OK;
 }
 
-// The exact k-th smallest over every shard: gathered on rank 0 in rank order, quickselect,
+// The exact k-th smallest over every shard: gathered on rank 0 in rank order, radix select,
 // broadcast. The k-th smallest value does not depend on the order, so it is the serial's.
-static int dist_select(void *ctx, float *scores_local, int64_t n_local, int64_t n_global, int64_t k,
-                       float *value) {
+static int dist_select(void *ctx, const float *scores_local, int64_t n_local, int64_t n_global,
+                       int64_t k, float *value) {
     sweep_ctx *c = ctx;
     SDS_TRY(sweep_enter(c));
     const sds_dist_grid *g = c->g;
@@ -435,7 +435,7 @@ static int dist_select(void *ctx, float *scores_local, int64_t n_local, int64_t 
     MPI_Gatherv(scores_local, (int)n_local, MPI_FLOAT, c->scores, c->counts, c->displs, MPI_FLOAT,
                 0, g->comm);
     float v = 0.0f;
-    if (g->rank == 0) v = sds_select_kth(c->scores, n_global, k);
+    if (g->rank == 0) v = sds_kth_smallest(c->scores, n_global, k);
     MPI_Bcast(&v, 1, MPI_FLOAT, 0, g->comm);
     *value = v;
     return SDS_OK;

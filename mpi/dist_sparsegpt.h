@@ -16,7 +16,7 @@
 //   4. the sweep: each rank calls sds_sparsegpt_sweep on its rows; the panel U[i1:i2, i1:n] is
 //      assembled on every rank from the block-cyclic pieces (one MPI_Allgatherv per slab of
 //      nprow * nb rows of the global matrix), the unstructured threshold is the exact k-th
-//      smallest score over every shard (scores gathered on rank 0, quickselect there, the value
+//      smallest score over every shard (scores gathered on rank 0, radix select there, the value
 //      broadcast: the same value sds_select_kth_local gives on the concatenation).
 // Results equal the serial sds_sparsegpt_prune's to rounding (ScaLAPACK's blocking sums in
 // another order than LAPACK's): tests/test_dist_sparsegpt.c states the tolerances.

@@ -129,11 +129,44 @@ float sds_select_kth(float *a, int64_t n, int64_t k) {
     return a[k];
 }
 
-int sds_select_kth_local(void *ctx, float *scores_local, int64_t n_local, int64_t n_global,
+// A float's bits mapped so that unsigned order is the floats' order (-0 just below +0).
+static uint32_t order_key(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b ^ (b >> 31 ? 0xFFFFFFFFu : 0x80000000u); // negatives: all bits; others: the sign
+}
+
+float sds_kth_smallest(const float *a, int64_t n, int64_t k) {
+    SDS_ASSERT(n > 0 && k >= 0 && k < n);
+    // pass 0: the top 11 bits; pass 1: the next 11 among keys with that top; pass 2: the last 10.
+    static const int shift[3] = {21, 10, 0}, width[3] = {11, 11, 10};
+    uint32_t prefix = 0; // the key's bits above shift[pass], found so far
+    int64_t rank = k;    // k's rank among the keys that share the prefix
+    for (int pass = 0; pass < 3; pass++) {
+        int64_t hist[(1 << 11) + 1] = {0}; // the last bin counts the keys without the prefix
+        const int s = shift[pass], nb = 1 << width[pass];
+        const int top = s + width[pass]; // the prefix is key >> top
+        for (int64_t i = 0; i < n; i++) {
+            const uint32_t key = order_key(a[i]);
+            const uint32_t bin = (key >> s) & (uint32_t)(nb - 1);
+            const int match = top == 32 || (key >> (top & 31)) == prefix;
+            hist[match ? bin : (uint32_t)nb]++;
+        }
+        int bin = 0;
+        while (rank >= hist[bin]) rank -= hist[bin++];
+        prefix = (prefix << width[pass]) | (uint32_t)bin;
+    }
+    const uint32_t b = prefix & 0x80000000u ? prefix ^ 0x80000000u : ~prefix;
+    float v;
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+int sds_select_kth_local(void *ctx, const float *scores_local, int64_t n_local, int64_t n_global,
                          int64_t k, float *value) {
     (void)ctx;
     SDS_ASSERT(n_local == n_global);
-    *value = sds_select_kth(scores_local, n_local, k);
+    *value = sds_kth_smallest(scores_local, n_local, k);
     return SDS_OK;
 }
 

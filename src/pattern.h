@@ -32,16 +32,20 @@ double sds_pattern_fraction(sds_pattern p);
 int64_t sds_pattern_kth(int64_t count, double p);
 
 // The k-th smallest (0-based) score over every shard of a distributed score array, given this
-// shard's n_local scores (local; the callee may reorder them). n_global is the total over all
-// shards (global). Returns a status code; *value is the same on every shard.
-typedef int (*sds_select_fn)(void *ctx, float *scores_local, int64_t n_local, int64_t n_global,
-                             int64_t k, float *value);
+// shard's n_local scores (local; left unchanged). n_global is the total over all shards
+// (global). Returns a status code; *value is the same on every shard.
+typedef int (*sds_select_fn)(void *ctx, const float *scores_local, int64_t n_local,
+                             int64_t n_global, int64_t k, float *value);
 // Single-process select: exact k-th smallest of scores (n_local == n_global), the value
-// torch.sort(scores)[0][k] gives. ctx is unused.
-int sds_select_kth_local(void *ctx, float *scores_local, int64_t n_local, int64_t n_global,
+// torch.sort(scores)[0][k] gives (sds_kth_smallest). ctx is unused.
+int sds_select_kth_local(void *ctx, const float *scores_local, int64_t n_local, int64_t n_global,
                          int64_t k, float *value);
 // In-place quickselect: afterwards a[k] holds the k-th smallest value. NaN-free input.
 float sds_select_kth(float *a, int64_t n, int64_t k);
+// The same value without moving a: a radix select on the floats' order-preserving bit keys,
+// three counting passes over a (11, 11 and 10 bits). NaN-free input; where the k-th smallest
+// is a zero it may return -0 for +0 (they compare equal).
+float sds_kth_smallest(const float *a, int64_t n, int64_t k);
 
 // N:M within one group: marks (mask[j] = 1) the n smallest of scores[0..m), ties to the lower
 // column, the order a stable sort gives.

@@ -128,8 +128,8 @@ int sds_sparsegpt_panel_local(void *ctx, int64_t i1, int64_t i2, const float **p
     return SDS_OK;
 }
 
-int sds_sparsegpt_select_local(void *ctx, float *scores_local, int64_t n_local, int64_t n_global,
-                               int64_t k, float *value) {
+int sds_sparsegpt_select_local(void *ctx, const float *scores_local, int64_t n_local,
+                               int64_t n_global, int64_t k, float *value) {
     (void)ctx;
     return sds_select_kth_local(NULL, scores_local, n_local, n_global, k, value);
 }
@@ -258,7 +258,9 @@ int sds_sparsegpt_sweep(float *W_local, int64_t rows_local, int64_t rows_global,
         }
         if (rc != SDS_OK) break;
         if (p.kind == SDS_PATTERN_UNSTRUCTURED) {
-            // One threshold over the whole (rows_global, count) block, as the reference.
+            // One threshold over the whole (rows_global, count) block, as the reference. The
+            // rows' scores and masks on the chunks' threads (element-wise: the same values).
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
             for (int64_t r = 0; r < rows_local; r++) {
                 const float *w = W_local + r * cols + i1;
                 for (int64_t i = 0; i < count; i++) scores[r * count + i] = (w[i] * w[i]) / dsq[i];
@@ -268,11 +270,11 @@ int sds_sparsegpt_sweep(float *W_local, int64_t rows_local, int64_t rows_global,
             rc = select(ctx, scores, rows_local * count, n_global, sds_pattern_kth(n_global, p.p),
                         &thresh);
             if (rc != SDS_OK) break;
-            // The scores were reordered: recompute them (same fp32 expression, same values).
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
             for (int64_t r = 0; r < rows_local; r++) {
-                const float *w = W_local + r * cols + i1;
+                const float *s = scores + r * count;
                 uint8_t *m = mask_local + r * cols + i1;
-                for (int64_t i = 0; i < count; i++) m[i] = (w[i] * w[i]) / dsq[i] <= thresh;
+                for (int64_t i = 0; i < count; i++) m[i] = s[i] <= thresh;
             }
         }
         const int64_t b = sub_block_width(p, B);

@@ -63,8 +63,8 @@ typedef struct {
     int64_t cols;
 } sds_sparsegpt_local;
 int sds_sparsegpt_panel_local(void *ctx, int64_t i1, int64_t i2, const float **panel, int64_t *ld);
-int sds_sparsegpt_select_local(void *ctx, float *scores_local, int64_t n_local, int64_t n_global,
-                               int64_t k, float *value);
+int sds_sparsegpt_select_local(void *ctx, const float *scores_local, int64_t n_local,
+                               int64_t n_global, int64_t k, float *value);
 
 // The whole method on one process: prepare (H becomes U) then sweep with the local callbacks.
 // W (rows, cols) row-major is pruned in place; mask (rows, cols) 1 = pruned by the pattern

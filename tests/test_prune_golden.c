@@ -178,7 +178,7 @@ static int shard_panel(void *ctx, int64_t i1, int64_t i2, const float **panel, i
 }
 
 // Gather, one shard selects, everyone reads: what an MPI_Allgatherv would do.
-static int shard_select(void *ctx, float *scores_local, int64_t n_local, int64_t n_global,
+static int shard_select(void *ctx, const float *scores_local, int64_t n_local, int64_t n_global,
                         int64_t k, float *value) {
     shard_ctx *c = ctx;
     shard_world *w = c->world;
@@ -768,6 +768,44 @@ static void check_nm_selection(void) {
     check(ok, "mask applied: +0.0 where masked (also over -0, negatives and NaN), the rest kept");
 }
 
+// The radix select against the quickselect: the same k-th smallest (as a float) at every size
+// and rank tried, over negatives, zeros of both signs, infinities, subnormals and ties, and the
+// input left as it was.
+static void check_kth_select(void) {
+    const float special[8] = {-0.0f, 0.0f, INFINITY, -INFINITY, 1e-40f, -1e-40f, 1.0f, -2.5f};
+    const int64_t sizes[7] = {1, 2, 3, 7, 100, 4097, 100003};
+    uint64_t st = 4242;
+    int64_t cases = 0, wrong = 0, moved = 0;
+    for (int si = 0; si < 7; si++)
+        for (int mix = 0; mix < 3; mix++) {
+            const int64_t n = sizes[si];
+            float *a = xmalloc((size_t)n * sizeof(float)), *b = xmalloc((size_t)n * sizeof(float));
+            fill_lcg(a, n, &st);
+            for (int64_t i = 0; i < n; i++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                // mix 0: distinct values; 1: some specials; 2: mostly ties
+                if (mix == 1 && (st >> 60) < 4) a[i] = special[(st >> 40) % 8];
+                if (mix == 2) a[i] = special[(st >> 40) % 8] * (float)(1 + (st >> 20) % 2);
+            }
+            const int64_t ks[4] = {0, n - 1, n / 2, (int64_t)(st % (uint64_t)n)};
+            for (int ki = 0; ki < 4; ki++) {
+                memcpy(b, a, (size_t)n * sizeof(float));
+                const float want = sds_select_kth(b, n, ks[ki]);
+                memcpy(b, a, (size_t)n * sizeof(float));
+                const float got = sds_kth_smallest(b, n, ks[ki]);
+                wrong += !(got == want);
+                moved += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+                cases++;
+            }
+            free(a);
+            free(b);
+        }
+    check(wrong == 0 && moved == 0,
+          "radix select: the quickselect's k-th smallest in %lld of %lld cases, the input "
+          "unchanged in %lld",
+          (long long)(cases - wrong), (long long)cases, (long long)(cases - moved));
+}
+
 // H = [[1, 2], [2, 1]] is indefinite: damping 0.01, 0.1 and 1 x mean(diag) = 1 fail, 10 works.
 static void check_damping_retry(void) {
     float H[4] = {1.0f, 2.0f, 2.0f, 1.0f};
@@ -795,6 +833,7 @@ int main(int argc, char **argv) {
     }
     check_patterns();
     check_nm_selection();
+    check_kth_select();
     check_damping_retry();
     check_blocked_sweep();
     check_sweep_threads();
