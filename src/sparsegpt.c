@@ -154,12 +154,11 @@ static void update_sub(float *restrict w, const float *restrict t, float err) {
 
 // Sweeps one row through columns [j1, j2) of the block: w is the row's slice of the block,
 // P the panel (ld), dsq[i] = diag(U)[i1+i]^2, mask preset for unstructured patterns; the row's
-// errors go to err_row. Updates reach w[.. j2) only. tri (SUB x SUB), when not NULL and
-// j2 - j1 == SUB, is U's diagonal sub-block with zeros on and below the diagonal, so that every
-// column's update is one full-width vector operation (w - err * 0 leaves w unchanged).
+// errors go to err_row. Updates reach w[.. j2) only. A sub-block of width SUB goes through
+// sweep_tri instead, which does the same arithmetic.
 static void sweep_row(float *restrict w, const float *restrict P, int64_t ld,
                       const float *restrict dsq, int64_t j1, int64_t j2, sds_pattern p,
-                      const float *restrict tri, uint8_t *restrict mask, float *restrict err_row) {
+                      uint8_t *restrict mask, float *restrict err_row) {
     float score[SDS_PATTERN_MAX_M];
     for (int64_t i = j1; i < j2; i++) {
         if (p.kind == SDS_PATTERN_NM && i % p.m == 0) {
@@ -171,13 +170,63 @@ static void sweep_row(float *restrict w, const float *restrict P, int64_t ld,
         const float q = mask[i] ? 0.0f : wi;
         const float err = (wi - q) / u[i];
         err_row[i] = err;
-        if (err != 0.0f) {
-            if (tri)
-                update_sub(w + j1, tri + (i - j1) * SUB, err);
-            else
-                for (int64_t j = i + 1; j < j2; j++) w[j] -= err * u[j];
-        }
+        if (err != 0.0f)
+            for (int64_t j = i + 1; j < j2; j++) w[j] -= err * u[j];
         w[i] = q;
+    }
+}
+
+// Rows swept together by sweep_tri: each row's column loop is a chain of dependent steps
+// (load, divide, vector update), so independent rows side by side keep the core busy.
+#define TRI_ROWS 4
+// SUB zeros: where a column's error is 0, the update w - (+0 * +0) returns w bit for bit (-0
+// included), as skipping it would, without a branch on the mask.
+static _Alignas(64) const float zero_sub[SUB];
+
+// sweep_row over the SUB-wide sub-block [j1, j1 + SUB) for nr <= TRI_ROWS rows at once (row r
+// at W + r * cols, mask + r * cols, E + r * count). tri (SUB x SUB) is U's diagonal sub-block
+// with zeros on and below the diagonal, so that every column's update is one full-width
+// vector operation (w - err * 0 leaves w unchanged). Each row's arithmetic is sweep_row's, in
+// the same order: the same bits. Cloned per instruction set (the vector width of update_sub);
+// there is no FMA contraction in ISO C mode, so every clone rounds each multiply and subtract
+// as the baseline does.
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+sweep_tri(float *restrict W, int64_t cols, int64_t nr, const float *restrict P, int64_t ld,
+          const float *restrict dsq, int64_t j1, sds_pattern p, const float *restrict tri,
+          uint8_t *restrict mask, float *restrict E, int64_t count) {
+    float score[SDS_PATTERN_MAX_M];
+    for (int64_t i = j1; i < j1 + SUB; i++) {
+        if (p.kind == SDS_PATTERN_NM && i % p.m == 0)
+            for (int64_t r = 0; r < nr; r++) {
+                const float *w = W + r * cols;
+                for (int32_t j = 0; j < p.m; j++) score[j] = (w[i + j] * w[i + j]) / dsq[i + j];
+                sds_pattern_nm_group(score, p.n, p.m, mask + r * cols + i);
+            }
+        const float ui = P[i * ld + i];
+        const float *t = tri + (i - j1) * SUB;
+        for (int64_t r = 0; r < nr; r++) {
+            float *w = W + r * cols;
+            const float wi = w[i];
+            // q = mask ? +0 : wi, without a branch (mask is 0 or 1)
+            uint32_t bits;
+            memcpy(&bits, &wi, sizeof bits);
+            bits &= (uint32_t)mask[r * cols + i] - 1u;
+            float q;
+            memcpy(&q, &bits, sizeof q);
+            const float err = (wi - q) / ui;
+            E[r * count + i] = err;
+            // err == 0 ? (+0, zero_sub) : (err, t), in bit operations: a branch here would
+            // follow the mask and miss half the time
+            const uint32_t keep = 0u - (uint32_t)(err != 0.0f);
+            memcpy(&bits, &err, sizeof bits);
+            bits &= keep;
+            float e;
+            memcpy(&e, &bits, sizeof e);
+            const uintptr_t tk = (uintptr_t)(0u - (uint64_t)(err != 0.0f));
+            const float *tt = (const float *)(((uintptr_t)t & tk) | ((uintptr_t)zero_sub & ~tk));
+            update_sub(w + j1, tt, e);
+            w[i] = q;
+        }
     }
 }
 
@@ -192,10 +241,15 @@ static void sweep_rows(float *W, int64_t rows, int64_t cols, int64_t i1, int64_t
     const int64_t count = i2 - i1;
     for (int64_t j1 = 0, k = 0; j1 < count; j1 += b, k++) {
         const int64_t j2 = j1 + b < count ? j1 + b : count;
-        const float *t = j2 - j1 == SUB ? tri + k * SUB * SUB : NULL;
-        for (int64_t r = 0; r < rows; r++)
-            sweep_row(W + r * cols + i1, P, ld, dsq, j1, j2, p, t, mask + r * cols + i1,
-                      E + r * count);
+        if (j2 - j1 == SUB)
+            for (int64_t r = 0; r < rows; r += TRI_ROWS)
+                sweep_tri(W + r * cols + i1, cols, rows - r < TRI_ROWS ? rows - r : TRI_ROWS, P, ld,
+                          dsq, j1, p, tri + k * SUB * SUB, mask + r * cols + i1, E + r * count,
+                          count);
+        else
+            for (int64_t r = 0; r < rows; r++)
+                sweep_row(W + r * cols + i1, P, ld, dsq, j1, j2, p, mask + r * cols + i1,
+                          E + r * count);
         // W[:, i1+j2 : i2] (rows, count - j2; ld cols)
         //     -= E[:, j1:j2] (rows, j2 - j1; ld count) * U[i1+j1 : i1+j2, i1+j2 : i2]
         if (j2 < count && rows > 0)
