@@ -217,13 +217,13 @@ sweep_tri(float *restrict W, int64_t cols, int64_t nr, const float *restrict P, 
             E[r * count + i] = err;
             // err == 0 ? (+0, zero_sub) : (err, t), in bit operations: a branch here would
             // follow the mask and miss half the time
-            const uint32_t keep = 0u - (uint32_t)(err != 0.0f);
+            const uintptr_t keep = (uintptr_t)0 - (uintptr_t)(err != 0.0f); // all ones or 0
             memcpy(&bits, &err, sizeof bits);
-            bits &= keep;
+            bits &= (uint32_t)keep;
             float e;
             memcpy(&e, &bits, sizeof e);
-            const uintptr_t tk = (uintptr_t)(0u - (uint64_t)(err != 0.0f));
-            const float *tt = (const float *)(((uintptr_t)t & tk) | ((uintptr_t)zero_sub & ~tk));
+            const float *tt =
+                (const float *)(((uintptr_t)t & keep) | ((uintptr_t)zero_sub & ~keep));
             update_sub(w + j1, tt, e);
             w[i] = q;
         }
