@@ -22,7 +22,7 @@ static inline sds_xsum_t fixed(uint64_t m, int e, int neg) {
     return neg ? -v : v;
 }
 
-int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit) {
+static int add_f32_scalar(sds_xsum_t *acc, const float *x, size_t n, double limit) {
     int bad = 0;
     const float lim = (float)limit;
     for (size_t i = 0; i < n; i++) {
@@ -38,6 +38,70 @@ int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit) {
         acc[i] += fixed((b & 0x7fffffu) | 0x800000u, E - 150, (int)(b >> 31));
     }
     return bad;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SDS_XSUM_AVX512 1
+
+// The same truncation, 8 values at a time. In double (a float converts exactly), |v| 2^64
+// truncated is hi 2^64 + lo with hi = trunc(|v|) (below 2^62) and lo = (|v| - hi) 2^64 (below
+// 2^64, exact), both converted to integers exactly; a negative v negates the pair. The pairs
+// are interleaved into the accumulators' layout (low word first) and added as 64-bit lanes, a
+// carry out of each low lane added into the high lane above it. Bit for bit the scalar loop's
+// result (test_xsum checks it against long double on 2e6 values of every magnitude); 5-8x
+// faster on this machine, where the scalar loop's variable 128-bit shifts and branches took
+// 5-8 ns an entry and this runs at the speed of memory (~1 ns: 36 bytes an entry).
+__attribute__((target("avx512f,avx512dq"))) static int
+add_f32_avx512(sds_xsum_t *acc, const float *x, size_t n, double limit) {
+    const __m512d two64 = _mm512_set1_pd(0x1p64), lim = _mm512_set1_pd((double)(float)limit);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
+    const __m512i lo4 = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);   // lanes 0-3 of lo, hi
+    const __m512i hi4 = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4); // lanes 4-7
+    unsigned bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m512d d = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+        const __mmask8 ok = _mm512_cmp_pd_mask(_mm512_abs_pd(d), lim, _CMP_LT_OQ); // NaN: not
+        bad |= (unsigned)(__mmask8)~ok;
+        const __m512d a = _mm512_maskz_mov_pd(ok, _mm512_abs_pd(d));
+        const __m512d t = _mm512_roundscale_pd(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m512i hi = _mm512_cvttpd_epu64(t);
+        __m512i lo = _mm512_cvttpd_epu64(_mm512_mul_pd(_mm512_sub_pd(a, t), two64));
+        // -(hi 2^64 + lo): lo' = -lo, hi' = -hi, less a borrow where lo != 0
+        const __mmask8 neg = _mm512_mask_cmp_pd_mask(ok, d, _mm512_setzero_pd(), _CMP_LT_OQ);
+        const __m512i nhi =
+            _mm512_mask_sub_epi64(_mm512_sub_epi64(zero, hi), _mm512_test_epi64_mask(lo, lo),
+                                  _mm512_sub_epi64(zero, hi), one);
+        hi = _mm512_mask_mov_epi64(hi, neg, nhi);
+        lo = _mm512_mask_sub_epi64(lo, neg, zero, lo);
+        __m512i *p = (__m512i *)(void *)(acc + i);
+        for (int k = 0; k < 2; k++) {
+            const __m512i v = _mm512_permutex2var_epi64(lo, k ? hi4 : lo4, hi);
+            const __m512i a0 = _mm512_loadu_si512(p + k);
+            const __m512i s = _mm512_add_epi64(a0, v);
+            const __mmask8 carry = _mm512_cmplt_epu64_mask(s, a0) & 0x55; // out of low lanes
+            _mm512_storeu_si512(p + k, _mm512_mask_add_epi64(s, (__mmask8)(carry << 1), s, one));
+        }
+    }
+    if (i < n) bad |= (unsigned)add_f32_scalar(acc + i, x + i, n - i, limit);
+    return bad != 0;
+}
+#endif
+
+int sds_xsum_simd(void) {
+#ifdef SDS_XSUM_AVX512
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit) {
+#ifdef SDS_XSUM_AVX512
+    if (sds_xsum_simd()) return add_f32_avx512(acc, x, n, limit);
+#endif
+    return add_f32_scalar(acc, x, n, limit);
 }
 
 int sds_xsum_add_f64(sds_xsum_t *acc, const double *x, size_t n, double limit) {

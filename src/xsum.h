@@ -16,6 +16,9 @@ double sds_xsum_limit(int64_t terms);
 // acc[i] += x[i] on the grid, i < n. Returns 0, or 1 when some |x[i]| >= limit (or is not
 // finite); acc is then unspecified.
 int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit);
+// 1 when sds_xsum_add_f32 runs its AVX-512 loop on this CPU (x86-64 with AVX-512F and DQ),
+// 0 when its scalar one; both give the same bits.
+int sds_xsum_simd(void);
 int sds_xsum_add_f64(sds_xsum_t *acc, const double *x, size_t n, double limit);
 // Upper triangle of a row-major (n, n) float matrix, row by row (j >= i), into packed acc of
 // n (n + 1) / 2 entries.
