@@ -97,6 +97,7 @@ static double grid_path(const sds_dist_grid *g, const float *X, int64_t N, int64
         if (sds_dist_gram_add(&d, X + (s % NBUF) * S * g->n, S) != SDS_OK) die("sds_dist_gram_add");
     float *A = NULL;
     if (sds_dist_gram_finish_in_place(&d, &A) != SDS_OK) die("sds_dist_gram_finish");
+    sds_dist_gram_exchange(&d, A);
     MPI_Barrier(MPI_COMM_WORLD);
     const double t = MPI_Wtime() - t0;
     free(A);

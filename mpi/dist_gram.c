@@ -71,11 +71,107 @@ static void tile_gram(const float *X, int64_t n, int64_t i0, int64_t wi, int64_t
                     (int)n, X + j0, (int)n, 0.0f, tile, (int)nb);
 }
 
+// ---- who computes which block (mpi/dist_gram.h) --------------------------------------------
+
+struct sds_dist_gram_task {
+    int64_t bi, bj; // global block (row, column)
+    int rank;       // tasks: the owner (this rank for its own); missing: the computing rank
+};
+
+static int64_t nblocks(const sds_dist_grid *g) {
+    return (g->n + g->nb - 1) / g->nb;
+}
+
+static int64_t bwidth(const sds_dist_grid *g, int64_t bi) {
+    return g->n - bi * g->nb < g->nb ? g->n - bi * g->nb : g->nb;
+}
+
+static int owner_rank(const sds_dist_grid *g, int64_t bi, int64_t bj) {
+    const int pr = (int)(bi % g->nprow), pc = (int)(bj % g->npcol);
+    for (int r = 0; r < g->size; r++)
+        if (g->prow[r] == pr && g->pcol[r] == pc) return r;
+    SDS_ASSERT(0);
+    return -1;
+}
+
+// worker[b] for the upper blocks b in column order ((0,0), (0,1), (1,1), (0,2), ...); NULL when
+// out of memory. The moves of the header: deterministic (ties to the lowest rank and the first
+// block), and each lowers the sum of the squared loads, so they end.
+static int *assign(const sds_dist_grid *g) {
+    const int64_t B = nblocks(g), nbk = B * (B + 1) / 2;
+    const int P = g->size;
+    int *worker = malloc((size_t)nbk * sizeof(int));
+    int *owner = malloc((size_t)nbk * sizeof(int));
+    int64_t *w = malloc((size_t)nbk * sizeof(int64_t));
+    int64_t *load = calloc((size_t)P, sizeof(int64_t));
+    if (!worker || !owner || !w || !load) {
+        free(worker);
+        worker = NULL;
+        goto out;
+    }
+    for (int64_t bj = 0, b = 0; bj < B; bj++)
+        for (int64_t bi = 0; bi <= bj; bi++, b++) {
+            const int64_t wi = bwidth(g, bi), wj = bwidth(g, bj);
+            w[b] = bi == bj ? wi * (wi + 1) : 2 * wi * wj;
+            owner[b] = worker[b] = owner_rank(g, bi, bj);
+            load[owner[b]] += w[b];
+        }
+    for (;;) {
+        int p = 0, q = 0;
+        for (int r = 1; r < P; r++) {
+            if (load[r] > load[p]) p = r;
+            if (load[r] < load[q]) q = r;
+        }
+        const int64_t gap = load[p] - load[q];
+        int64_t best = -1, best_score = 0;
+        for (int64_t b = 0; b < nbk; b++) {
+            if (worker[b] != p || owner[b] != p || w[b] >= gap) continue;
+            const int64_t score = gap - 2 * w[b] < 0 ? 2 * w[b] - gap : gap - 2 * w[b];
+            if (best < 0 || score < best_score) {
+                best = b;
+                best_score = score;
+            }
+        }
+        if (best < 0) break;
+        worker[best] = q;
+        load[p] -= w[best];
+        load[q] += w[best];
+    }
+out:
+    free(owner);
+    free(w);
+    free(load);
+    return worker;
+}
+
+int sds_dist_gram_worker(const sds_dist_grid *g, int64_t bi, int64_t bj) {
+    SDS_ASSERT(0 <= bi && bi <= bj && bj < nblocks(g));
+    int *worker = assign(g);
+    SDS_ASSERT(worker);
+    const int r = worker[bj * (bj + 1) / 2 + bi];
+    free(worker);
+    return r;
+}
+
+int32_t sds_dist_gram_foreign(const sds_dist_grid *g) {
+    int *worker = assign(g);
+    SDS_ASSERT(worker);
+    const int64_t B = nblocks(g);
+    int32_t f = 0;
+    for (int64_t bj = 0, b = 0; bj < B; bj++)
+        for (int64_t bi = 0; bi <= bj; bi++, b++)
+            f += worker[b] == g->rank && owner_rank(g, bi, bj) != g->rank;
+    free(worker);
+    return f;
+}
+
 // ---- the Hessian on the grid -----------------------------------------------------------------
 
 int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T) {
     (void)T; // X is read where it is: nothing of size T is held
-    return 16 * (int64_t)g->lld * g->nloc + 4 * (int64_t)g->nb * g->nb + 4 * (int64_t)g->lld;
+    const int64_t nb2 = (int64_t)g->nb * g->nb, blocks = sds_dist_gram_blocks(g);
+    return (blocks > 0 ? 16 * nb2 * blocks : 16) + 4 * nb2 +
+           (g->nloc > 0 ? 4 * (int64_t)g->lld * g->nloc : 4);
 }
 
 static void *held(sds_dist_gram *d, int64_t bytes, const char *what) {
@@ -87,10 +183,50 @@ static void *held(sds_dist_gram *d, int64_t bytes, const char *what) {
     return p;
 }
 
+// The sums of the blocks this rank computes: one nb x nb block of 128-bit sums each.
+static int64_t sums_bytes(const sds_dist_gram *d) {
+    return d->ntask > 0 ? 16 * (int64_t)d->g->nb * d->g->nb * d->ntask : 16;
+}
+
 static void release(sds_dist_gram *d, void *p, int64_t bytes) {
     if (!p) return;
     free(p);
     d->bytes -= bytes;
+}
+
+// This rank's tasks, in column order, and the own blocks others compute; NULL arrays: counts
+// only (*ntask, *nmissing).
+static void plan_tasks(const sds_dist_grid *g, const int *worker, int32_t *ntask, int32_t *nmissing,
+                       struct sds_dist_gram_task *task, struct sds_dist_gram_task *missing) {
+    const int64_t B = nblocks(g);
+    *ntask = *nmissing = 0;
+    for (int64_t bj = 0, b = 0; bj < B; bj++)
+        for (int64_t bi = 0; bi <= bj; bi++, b++) {
+            const int owner = owner_rank(g, bi, bj);
+            struct sds_dist_gram_task *k;
+            if (worker[b] == g->rank) {
+                k = task ? &task[*ntask] : NULL;
+                (*ntask)++;
+            } else if (owner == g->rank) {
+                k = missing ? &missing[*nmissing] : NULL;
+                (*nmissing)++;
+            } else {
+                continue;
+            }
+            if (!k) continue;
+            k->bi = bi;
+            k->bj = bj;
+            k->rank = worker[b] == g->rank ? owner : worker[b];
+        }
+}
+
+int32_t sds_dist_gram_blocks(const sds_dist_grid *g) {
+    int *worker = assign(g);
+    SDS_ASSERT(worker);
+    int32_t ntask, nmissing;
+    plan_tasks(g, worker, &ntask, &nmissing, NULL, NULL);
+    free(worker);
+    return ntask;
 }
 
 int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
@@ -100,8 +236,23 @@ int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
         return sds_error_set(SDS_ERR_INPUT, "Hessian on the grid: %lld tokens is out of range",
                              (long long)T);
     d->T = T;
-    d->acc = held(d, 16 * (int64_t)g->lld * g->nloc, "the Hessian's exact sums on the grid");
-    d->tile = d->acc ? held(d, 4 * (int64_t)g->nb * g->nb, "one block of X^T X") : NULL;
+    int *worker = assign(g);
+    if (!worker)
+        return sds_error_set(SDS_ERR_IO, "out of memory for the Hessian's block assignment");
+    plan_tasks(g, worker, &d->ntask, &d->nmissing, NULL, NULL);
+    d->task = calloc((size_t)d->ntask + 1, sizeof *d->task);
+    d->missing = calloc((size_t)d->nmissing + 1, sizeof *d->missing);
+    if (!d->task || !d->missing) {
+        free(worker);
+        sds_dist_gram_free(d);
+        return sds_error_set(SDS_ERR_IO, "out of memory for the Hessian's block assignment");
+    }
+    plan_tasks(g, worker, &d->ntask, &d->nmissing, d->task, d->missing);
+    free(worker);
+    const int64_t nb = g->nb;
+    for (int32_t k = 0; k < d->ntask; k++) d->nforeign += d->task[k].rank != g->rank;
+    d->acc = held(d, sums_bytes(d), "the Hessian's exact sums on the grid");
+    d->tile = d->acc ? held(d, 4 * nb * nb, "one block of X^T X") : NULL;
     if (!d->tile) {
         sds_dist_gram_free(d);
         return SDS_ERR_IO;
@@ -117,23 +268,19 @@ int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
                              "Hessian on the grid: a sequence of %lld tokens, at most %lld "
                              "were provided for",
                              (long long)T, (long long)d->T);
-    if (T > 0 && g->mloc > 0 && g->nloc > 0) {
-        const int64_t nb = g->nb, lld = g->lld;
+    if (T > 0 && d->ntask > 0) {
+        const int64_t nb = g->nb;
         int bad = 0;
-        for (int64_t jl0 = 0; jl0 < g->nloc; jl0 += nb) {
-            const int64_t wj = block_width(jl0, g->nloc, nb);
-            const int64_t j0 = sds_dist_grid_col_global(g, jl0);
-            for (int64_t il0 = 0; il0 < g->mloc; il0 += nb) {
-                const int64_t i0 = sds_dist_grid_row_global(g, il0);
-                if (i0 > j0) break; // the rest of the local row blocks are below the diagonal
-                const int64_t wi = block_width(il0, g->mloc, nb);
-                tile_gram(X, g->n, i0, wi, j0, wj, T, d->tile, nb);
-                for (int64_t c = 0; c < wj; c++) {
-                    // in the diagonal block only rows i0 + r <= j0 + c
-                    const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
-                    bad |= sds_xsum_add_f32(d->acc + (jl0 + c) * lld + il0, d->tile + c * nb,
-                                            (size_t)r, SDS_HESSIAN_XSUM_LIMIT);
-                }
+        for (int32_t k = 0; k < d->ntask; k++) {
+            const struct sds_dist_gram_task *tk = &d->task[k];
+            const int64_t i0 = tk->bi * nb, j0 = tk->bj * nb;
+            const int64_t wi = bwidth(g, tk->bi), wj = bwidth(g, tk->bj);
+            tile_gram(X, g->n, i0, wi, j0, wj, T, d->tile, nb);
+            for (int64_t c = 0; c < wj; c++) {
+                // in the diagonal block only rows i0 + r <= j0 + c
+                const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
+                bad |= sds_xsum_add_f32(d->acc + (k * nb + c) * nb, d->tile + c * nb, (size_t)r,
+                                        SDS_HESSIAN_XSUM_LIMIT);
             }
         }
         if (bad)
@@ -147,35 +294,62 @@ int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
     return SDS_OK;
 }
 
-// Column jl of the result (lld floats): sds_hessian_finish's arithmetic, the sum rounded to
-// float, then one float product; 0 below the diagonal and in the padding.
-static void finish_column(const sds_dist_gram *d, int64_t jl, float scale, float *col) {
-    const sds_dist_grid *g = d->g;
-    const int64_t p = rows_below(g, sds_dist_grid_col_global(g, jl) + 1);
-    sds_xsum_to_f32(d->acc + jl * g->lld, col, (size_t)p);
-    for (int64_t il = 0; il < p; il++) col[il] *= scale;
-    for (int64_t il = p; il < g->lld; il++) col[il] = 0.0f;
-}
-
 static float finish_scale(const sds_dist_gram *d) {
     return (float)(2.0 / (double)d->nseq);
 }
 
-static void release_buffers(sds_dist_gram *d) {
+// Task k's block as floats (sds_hessian_finish's arithmetic: the sum rounded to float, then one
+// float product; 0 below the diagonal) into dst, column-major with leading dimension ld.
+static void convert_block(const sds_dist_gram *d, int32_t k, float scale, float *dst, int64_t ld) {
     const sds_dist_grid *g = d->g;
-    release(d, d->tile, 4 * (int64_t)g->nb * g->nb);
+    const struct sds_dist_gram_task *tk = &d->task[k];
+    const int64_t nb = g->nb, wi = bwidth(g, tk->bi), wj = bwidth(g, tk->bj);
+    for (int64_t c = 0; c < wj; c++) {
+        const int64_t r = tk->bi < tk->bj || c + 1 > wi ? wi : c + 1;
+        float *col = dst + c * ld;
+        sds_xsum_to_f32(d->acc + (k * nb + c) * nb, col, (size_t)r);
+        for (int64_t i = 0; i < r; i++) col[i] *= scale;
+        for (int64_t i = r; i < wi; i++) col[i] = 0.0f;
+    }
+}
+
+// Where block (bi, bj) of this rank's piece starts in A.
+static float *piece_block(const sds_dist_grid *g, float *A, int64_t bi, int64_t bj) {
+    return A + bc_local(bj * g->nb, g->nb, g->npcol) * g->lld +
+           bc_local(bi * g->nb, g->nb, g->nprow);
+}
+
+// The piece A from the own blocks (the others 0 until sds_dist_gram_exchange), and each block
+// computed for another owner packed (wi x wj floats) at the start of its own sums' memory,
+// through the tile and memcpy, so that no float store aliases a 128-bit load. Releases what the
+// exchange does not need.
+static void finish_blocks(sds_dist_gram *d, float *A) {
+    const sds_dist_grid *g = d->g;
+    const int64_t nb = g->nb;
+    const float scale = finish_scale(d);
+    memset(A, 0, (size_t)g->lld * (size_t)g->nloc * sizeof(float));
+    for (int32_t k = 0; k < d->ntask; k++) {
+        const struct sds_dist_gram_task *tk = &d->task[k];
+        if (tk->rank == g->rank) {
+            convert_block(d, k, scale, piece_block(g, A, tk->bi, tk->bj), g->lld);
+        } else {
+            const int64_t wi = bwidth(g, tk->bi), wj = bwidth(g, tk->bj);
+            convert_block(d, k, scale, d->tile, wi);
+            memcpy(d->acc + k * nb * nb, d->tile, (size_t)(wi * wj) * sizeof(float));
+        }
+    }
+    if (d->nforeign > 0 || d->nmissing > 0) return; // the exchange's
+    release(d, d->tile, 4 * nb * nb);
     d->tile = NULL;
+    release(d, d->acc, sums_bytes(d));
+    d->acc = NULL;
 }
 
 int sds_dist_gram_finish(sds_dist_gram *d, float *A) {
     SDS_ASSERT(d->acc && A);
     if (d->nseq < 1)
         return sds_error_set(SDS_ERR_INPUT, "Hessian: no calibration sequences were added");
-    const float scale = finish_scale(d);
-    for (int64_t jl = 0; jl < d->g->nloc; jl++) finish_column(d, jl, scale, A + jl * d->g->lld);
-    release_buffers(d);
-    release(d, d->acc, 16 * (int64_t)d->g->lld * d->g->nloc);
-    d->acc = NULL;
+    finish_blocks(d, A);
     return SDS_OK;
 }
 
@@ -185,31 +359,60 @@ int sds_dist_gram_finish_in_place(sds_dist_gram *d, float **A) {
     *A = NULL;
     if (d->nseq < 1)
         return sds_error_set(SDS_ERR_INPUT, "Hessian: no calibration sequences were added");
-    const int64_t lld = g->lld, nloc = g->nloc;
-    release_buffers(d);
-    float *col = held(d, 4 * lld, "the Hessian's conversion");
-    if (!col) return SDS_ERR_IO;
-    const float scale = finish_scale(d);
-    // Float column jl goes to bytes [4 jl lld, 4 (jl + 1) lld) of the sums' memory, which hold
-    // only columns already converted (jl >= 1) or column 0 itself, read into col first. memcpy,
-    // not float stores, so that no compiler may move a store above a 128-bit load.
-    unsigned char *base = (unsigned char *)d->acc;
-    for (int64_t jl = 0; jl < nloc; jl++) {
-        finish_column(d, jl, scale, col);
-        memcpy(base + 4 * jl * lld, col, (size_t)lld * sizeof(float));
-    }
-    release(d, col, 4 * lld);
-    // shrink to the floats; a failed shrink keeps the larger block, which is as good
-    void *shrunk = nloc > 0 ? realloc(d->acc, (size_t)(4 * lld * nloc)) : NULL;
-    *A = shrunk ? shrunk : (void *)d->acc;
-    d->acc = NULL;
-    d->bytes -= 16 * lld * nloc; // the piece is the caller's now
+    const int64_t piece = 4 * (int64_t)g->lld * g->nloc;
+    float *p = held(d, piece > 0 ? piece : 4, "the Hessian's piece");
+    if (!p) return SDS_ERR_IO;
+    finish_blocks(d, p);
+    d->bytes -= piece > 0 ? piece : 4; // the piece is the caller's now
+    *A = p;
     return SDS_OK;
+}
+
+// Blocks move in one global order (column order), each from its worker to its owner with a
+// blocking send and receive: every rank meets its blocks in that order, so the earliest block
+// a rank waits on always has its partner at it too, and nothing deadlocks.
+enum { EXCHANGE_TAG = 7311 };
+
+void sds_dist_gram_exchange(sds_dist_gram *d, float *A) {
+    const sds_dist_grid *g = d->g;
+    if (d->nforeign == 0 && d->nmissing == 0) return;
+    SDS_ASSERT(d->tile && d->acc && (A || d->nmissing == 0));
+    const int64_t nb = g->nb;
+    int32_t k = 0, m = 0;
+    for (;;) {
+        while (k < d->ntask && d->task[k].rank == g->rank) k++; // own blocks stay
+        const struct sds_dist_gram_task *send = k < d->ntask ? &d->task[k] : NULL;
+        const struct sds_dist_gram_task *recv = m < d->nmissing ? &d->missing[m] : NULL;
+        if (!send && !recv) break;
+        const int sending =
+            send && (!recv || send->bj < recv->bj || (send->bj == recv->bj && send->bi < recv->bi));
+        const struct sds_dist_gram_task *b = sending ? send : recv;
+        const int64_t wi = bwidth(g, b->bi), wj = bwidth(g, b->bj);
+        if (sending) {
+            MPI_Send(d->acc + k * nb * nb, (int)(wi * wj), MPI_FLOAT, b->rank, EXCHANGE_TAG,
+                     g->comm);
+            k++;
+        } else {
+            MPI_Recv(d->tile, (int)(wi * wj), MPI_FLOAT, b->rank, EXCHANGE_TAG, g->comm,
+                     MPI_STATUS_IGNORE);
+            float *dst = piece_block(g, A, b->bi, b->bj);
+            for (int64_t c = 0; c < wj; c++)
+                memcpy(dst + c * g->lld, d->tile + c * wi, (size_t)wi * sizeof(float));
+            m++;
+        }
+    }
+    release(d, d->acc, sums_bytes(d));
+    d->acc = NULL;
+    release(d, d->tile, 4 * nb * nb);
+    d->tile = NULL;
+    d->nforeign = d->nmissing = 0;
 }
 
 void sds_dist_gram_free(sds_dist_gram *d) {
     free(d->acc);
     free(d->tile);
+    free(d->task);
+    free(d->missing);
     const sds_dist_grid *g = d->g;
     const int64_t peak = d->peak_bytes;
     memset(d, 0, sizeof *d);

@@ -27,24 +27,38 @@
 // small-matrix path more often. The differences measured are below 1e-6 of sqrt(H_ii H_jj)
 // (tests/test_dist_gram.c prints them).
 //
-// Cost: one call per block instead of one ssyrk over all columns, and a 1 x G grid's blocks
-// are unevenly spread when n / nb is small (n = 768: 3 block columns, 4 of the 6 blocks on one
-// of 2 ranks). bench/bench_gram.c, 2 ranks x 1 thread, 64 sequences of 2048 tokens: 0.55
-// (n = 768), 0.67 (2048) and 0.70 (3072) of the machine's sgemm GFLOP/s, against the serial
-// ssyrk + exact sums' 0.81-0.83; 0.40, 0.61 and 0.66 when the diagonal blocks were whole
-// sgemms and X was first gathered into panels.
+// Who computes a block. The upper triangle's blocks are unevenly spread over the owners of the
+// block-cyclic layout (1 x 2 grid, n = 768: 3 block columns, one rank owns 3 of the 4.5
+// block-equivalents of work; a 2 x 2 grid at n = 2048 gives one rank 10 of 32), and every rank
+// waits for the slowest. So a block may be computed by a rank that does not own it: starting
+// from the owners, the most loaded rank repeatedly hands one of its own blocks to the least
+// loaded (the block that brings their loads closest, while both end below the former maximum;
+// flops as the weight: 2 wi wj off the diagonal, wi (wi + 1) on it), until no such move is left.
+// The assignment depends on n, nb and the grid shape only, so every rank computes it alike. A
+// block computed elsewhere is summed there over all sequences with the same call, converted with
+// the same arithmetic, and sent to its owner once, by sds_dist_gram_exchange: the owner's piece
+// is the same bits as if it had computed the block itself.
+//
+// Cost: one call per block instead of one ssyrk over all columns. bench/bench_gram.c, 2 ranks
+// x 1 thread, 64 sequences of 2048 tokens: 0.75 (n = 768), 0.83 (2048) and 0.83 (3072) of the
+// machine's sgemm GFLOP/s, against the serial ssyrk + exact sums' 0.88-0.92; 0.60, 0.73 and
+// 0.76 with the owners computing their own blocks; 0.40, 0.61 and 0.66 when the diagonal
+// blocks were whole sgemms and X was first gathered into panels. At n = 768 a rank still has
+// 2.5 of the 4.5 block-equivalents: a diagonal block is one call and cannot be split.
 //
 // Only the upper triangle (global row <= global column) is accumulated and written; that is
 // all sds_dist_sparsegpt_grid reads.
 //
 // Memory per rank (bytes held at once; d->bytes / d->peak_bytes count it, sds_dist_gram_bound
-// computes it), with mloc x nloc this rank's piece (lld = max(1, mloc)) and T the most tokens
-// of one sequence:
-//     16 * lld * nloc          the exact sums (sds_dist_gram_finish_in_place converts them to
-//                              the fp32 piece, 4 * lld * nloc, in their own memory)
+// computes it), with K the blocks this rank computes (sds_dist_gram_blocks: about the upper
+// triangle's B (B + 1) / 2 blocks over G, B = n / nb), mloc x nloc its piece (lld = max(1, mloc))
+// and T the most tokens of one sequence:
+//     16 * nb * nb * K         the exact sums, one nb x nb block of them per block computed
 //   +  4 * nb * nb             one block of one sequence's X^T X
-//   +  4 * lld                 one column during the in-place conversion
-// So about 16 n^2 / G bytes: the full matrix's 16 n^2 bytes of sums split G ways (X is the
+//   +  4 * lld * nloc          the fp32 piece sds_dist_gram_finish_in_place returns, while the
+//                              sums are converted into it (4 bytes for an empty piece)
+// (16 bytes for the sums when K is 0)
+// So about 8 n^2 / G + 4 n^2 / G bytes: the upper triangle's sums and the piece (X is the
 // caller's). No rank allocates anything of size n x n.
 #pragma once
 #include "dist_sparsegpt.h"
@@ -55,11 +69,17 @@
 typedef struct {
     const sds_dist_grid *g; // the grid (not owned; must outlive this object)
     int64_t T;              // the most tokens one sequence may have
-    sds_xsum_t *acc;        // (lld x nloc, column-major) exact sums of the upper-triangle entries
+    sds_xsum_t *acc;        // (ntask x nb x nb) exact sums of the blocks this rank computes, in
+                            // task order, each column-major with leading dimension nb
     float *tile;            // (nb x nb) one block of one sequence's X^T X
     int64_t nseq;           // sequences added
-    int64_t bytes;          // bytes this object holds now (for the caller's memory accounting)
-    int64_t peak_bytes;     // most bytes held at once (kept by sds_dist_gram_free)
+    // the blocks this rank computes (its own, less those moved away, and F = nforeign for
+    // other owners) and those of its own another rank computes (nmissing)
+    int32_t ntask, nforeign, nmissing;
+    struct sds_dist_gram_task *task;    // (ntask) block and its owner, in column order
+    struct sds_dist_gram_task *missing; // (nmissing) block, the rank that sends it
+    int64_t bytes;      // bytes this object holds now (for the caller's memory accounting)
+    int64_t peak_bytes; // most bytes held at once (kept by sds_dist_gram_free)
 } sds_dist_gram;
 
 // (local) The memory bound above, in bytes, for this rank of grid g and sequences of up to T
@@ -84,16 +104,31 @@ int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T);
 
 // (local) H's piece from the sums: entries with global row <= global column receive
 // float(sum) * (float)(2.0 / nseq), sds_hessian_finish's arithmetic; the others (and the padding
-// rows of lld) 0. A (lld x nloc floats, column-major, the caller's) receives it. Frees the sums
-// and buffers (d->bytes 0). Errors: SDS_ERR_INPUT when no sequence was added (d unchanged).
+// rows of lld) 0. A (lld x nloc floats, column-major, the caller's) receives it; the blocks that
+// other ranks computed stay 0 until sds_dist_gram_exchange. Frees the sums and buffers (d->bytes
+// 0), or, when there is something to exchange, keeps them for it. Errors: SDS_ERR_INPUT when no
+// sequence was added (d unchanged).
 int sds_dist_gram_finish(sds_dist_gram *d, float *A);
 
-// (local) The same without the caller's buffer, so that the peak stays at the sums' 16 bytes
-// per entry instead of 20: the piece is converted in place in the sums' memory and *A receives
-// it (lld x nloc floats, the caller's to free(); d->bytes 0 afterwards, the caller accounts
-// 4 * lld * nloc bytes for it). Errors (*A NULL; d still to be freed): SDS_ERR_INPUT when no
-// sequence was added; SDS_ERR_IO when out of memory for one column (4 * lld bytes).
+// (local) The same into a piece it allocates (counted in d->bytes while the sums are converted
+// into it): *A receives it (lld x nloc floats, the caller's to free(); d->bytes then excludes
+// it, the caller accounts 4 * lld * nloc bytes for it). Errors (*A NULL; d still to be freed):
+// SDS_ERR_INPUT when no sequence was added; SDS_ERR_IO when out of memory for the piece.
 int sds_dist_gram_finish_in_place(sds_dist_gram *d, float **A);
+
+// (collective over g->comm) After sds_dist_gram_finish or _finish_in_place on every rank of
+// the grid (and an agreement that all succeeded): sends the blocks this rank computed for other
+// owners and writes those of its own that others computed into A (its piece, lld x nloc, as
+// finish produced it). Releases the sums and the tile. A grid whose blocks were all computed by
+// their owners exchanges nothing.
+void sds_dist_gram_exchange(sds_dist_gram *d, float *A);
+
+// (local) The rank of g->comm that computes global block (bi, bj), bi <= bj, of grid g (the
+// assignment above), and how many blocks this rank computes for other owners.
+int sds_dist_gram_worker(const sds_dist_grid *g, int64_t bi, int64_t bj);
+int32_t sds_dist_gram_foreign(const sds_dist_grid *g);
+// (local) How many blocks this rank of grid g computes (its own that stay, and the foreign).
+int32_t sds_dist_gram_blocks(const sds_dist_grid *g);
 
 // (local) Frees what d holds; safe on a zeroed, failed or finished object.
 void sds_dist_gram_free(sds_dist_gram *d);

@@ -831,6 +831,8 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
     }
     if (!stage_ok(c, rc, &own)) return own;
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
+        if (gs->cols[g] != 0) sds_dist_gram_exchange(&gs->dg[g], gs->A[g]);
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
         if (gs->cols[g] != 0) sds_dist_grid_diag(&c->grids[g], gs->A[g], gs->diag[g]);
     c->t_stats += sds_now() - t0;
     return own;

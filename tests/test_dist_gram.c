@@ -67,6 +67,13 @@ static float *make_sequences(const config *c, int64_t *tmax) {
     return X;
 }
 
+// Every rank of g's communicator has mine (the agreement before sds_dist_gram_exchange).
+static bool grid_all(const sds_dist_grid *g, bool mine) {
+    int v = mine ? 1 : 0;
+    MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MIN, g->comm);
+    return v == 1;
+}
+
 // The module on grid g over the sequences; A (lld x nloc) receives the piece. Returns status.
 static int grid_hessian(const sds_dist_grid *g, const config *c, const float *X, int64_t tmax,
                         float *A, int64_t *peak) {
@@ -80,10 +87,12 @@ static int grid_hessian(const sds_dist_grid *g, const config *c, const float *X,
     if (c->in_place) {
         float *piece = NULL;
         if (rc == SDS_OK) rc = sds_dist_gram_finish_in_place(&d, &piece);
+        if (grid_all(g, rc == SDS_OK)) sds_dist_gram_exchange(&d, piece);
         if (rc == SDS_OK) memcpy(A, piece, (size_t)(g->lld * g->nloc) * sizeof(float));
         free(piece);
     } else if (rc == SDS_OK) {
         rc = sds_dist_gram_finish(&d, A);
+        if (grid_all(g, rc == SDS_OK)) sds_dist_gram_exchange(&d, A);
     }
     if (rc == SDS_OK && (d.bytes != 0 || d.acc || d.tile)) rc = SDS_ERR_INTERNAL;
     *peak = d.peak_bytes;
@@ -91,14 +100,70 @@ static int grid_hessian(const sds_dist_grid *g, const config *c, const float *X,
     return rc;
 }
 
-// The header's memory bound, recomputed from the grid's shape.
-static int64_t bound_bytes(int64_t n, int nb, int64_t T) {
+// The header's memory bound, recomputed from the grid's shape and the blocks this rank computes
+// (counted from sds_dist_gram_worker).
+static int64_t bound_bytes(const sds_dist_grid *g, int64_t T) {
     int pr, pc, myrow, mycol;
     grid_place(&pr, &pc, &myrow, &mycol);
-    const int64_t mloc = numroc(n, nb, myrow, pr), nloc = numroc(n, nb, mycol, pc);
+    const int64_t n = g->n, nb = g->nb;
+    const int64_t mloc = numroc(n, (int)nb, myrow, pr), nloc = numroc(n, (int)nb, mycol, pc);
     const int64_t lld = mloc > 1 ? mloc : 1;
     (void)T; // X is read in place: no T-sized buffer
-    return 16 * lld * nloc + 4 * (int64_t)nb * nb + 4 * lld;
+    int64_t K = 0;
+    for (int64_t bj = 0; bj * nb < n; bj++)
+        for (int64_t bi = 0; bi <= bj; bi++) K += sds_dist_gram_worker(g, bi, bj) == g_rank;
+    return (K > 0 ? 16 * nb * nb * K : 16) + 4 * nb * nb + (nloc > 0 ? 4 * lld * nloc : 4);
+}
+
+// The assignment of blocks to the ranks that compute them (mpi/dist_gram.h), seen from every
+// rank: each block's worker is a rank of the grid and every rank agrees on it; the largest load
+// (flops as the header weighs them) is never above the owners' and at most one block's weight
+// above the mean; the blocks a rank computes for others are sds_dist_gram_foreign's count, and
+// all it computes sds_dist_gram_blocks'. Adds the blocks moved (over all ranks) to moved_blocks.
+static int64_t moved_blocks = 0;
+static void check_assignment(const sds_dist_grid *g, const char *name) {
+    const int64_t B = (g->n + g->nb - 1) / g->nb;
+    double *own = calloc((size_t)g_size, sizeof(double));
+    double *work = calloc((size_t)g_size, sizeof(double));
+    SDS_ASSERT(own && work);
+    double total = 0.0, wmax = 0.0;
+    int32_t foreign = 0, mine = 0;
+    bool agree = true, in_range = true;
+    for (int64_t bj = 0; bj < B; bj++)
+        for (int64_t bi = 0; bi <= bj; bi++) {
+            const double wi = (double)(g->n - bi * g->nb < g->nb ? g->n - bi * g->nb : g->nb);
+            const double wj = (double)(g->n - bj * g->nb < g->nb ? g->n - bj * g->nb : g->nb);
+            const double w = bi == bj ? wi * (wi + 1) : 2 * wi * wj;
+            const int o = (int)((bi % g->nprow) * g->npcol + bj % g->npcol); // "Row" order
+            const int r = sds_dist_gram_worker(g, bi, bj);
+            int r0 = r;
+            MPI_Bcast(&r0, 1, MPI_INT, 0, MPI_COMM_WORLD);
+            agree = agree && r0 == r;
+            in_range = in_range && r >= 0 && r < g_size;
+            if (r < 0 || r >= g_size) continue;
+            own[o] += w;
+            work[r] += w;
+            total += w;
+            if (w > wmax) wmax = w;
+            foreign += r == g_rank && o != g_rank;
+            mine += r == g_rank;
+        }
+    double omax = 0.0, amax = 0.0;
+    for (int r = 0; r < g_size; r++) {
+        if (own[r] > omax) omax = own[r];
+        if (work[r] > amax) amax = work[r];
+    }
+    const double mean = total / g_size;
+    const bool better = amax <= omax && amax <= mean + wmax;
+    const int64_t moved = sum_ranks(foreign);
+    moved_blocks += moved;
+    check(all_ranks(agree && in_range && better && foreign == sds_dist_gram_foreign(g) &&
+                    mine == sds_dist_gram_blocks(g)),
+          "%s: block assignment agreed on every rank, largest load %.3f of the mean (owners "
+          "%.3f), %lld block(s) moved",
+          name, amax / mean, omax / mean, (long long)moved);
+    free(own);
+    free(work);
 }
 
 // Grid against serial: both are sums over sequences of fp32 dot products over the tokens,
@@ -195,17 +260,19 @@ static void run_config(const config *c) {
           name, (long long)diff_serial, (long long)compared, (long long)diff_1x1_serial, rel_serial,
           SERIAL_TOL);
 
-    // Memory: the documented bound, and the bound against the full matrix's share.
-    const int64_t bound = bound_bytes(n, c->nb, tmax);
+    check_assignment(&g, name);
+    // Memory: the documented bound, and the bound against the share of the upper triangle's
+    // sums (8 n^2 bytes) and the fp32 matrix (4 n^2).
+    const int64_t bound = bound_bytes(&g, tmax);
     const bool mem_ok = peak <= bound && sds_dist_gram_bound(&g, tmax) == bound;
     const int64_t peak_max = (int64_t)max_ranks((double)peak);
     const int64_t bound_max = (int64_t)max_ranks((double)bound);
     check(all_ranks(mem_ok), "%s: peak bytes per rank <= the header's bound (max %lld <= %lld)",
           name, (long long)peak_max, (long long)bound_max);
     if (n >= 768) {
-        const double share = 20.0 * (double)n * (double)n / g_size;
+        const double share = 12.0 * (double)n * (double)n / g_size;
         check(all_ranks((double)bound <= 1.5 * share),
-              "%s: bound <= 1.5 x the full matrix's 20 n^2 bytes / %d (max %.3f x)", name, g_size,
+              "%s: bound <= 1.5 x 12 n^2 bytes / %d (max %.3f x)", name, g_size,
               max_ranks((double)bound / share));
     }
 
@@ -295,8 +362,9 @@ static void check_failures(void) {
     sds_dist_grid g;
     SDS_ASSERT(sds_dist_grid_init(&g, MPI_COMM_WORLD, n, nb) == SDS_OK);
     float *X = xmalloc((size_t)(T * n) * sizeof(float));
-    const int64_t c = 53; // the column made large; (c, c) is owned by one rank
-    const bool owner = (c / nb) % g.nprow == g.myrow && (c / nb) % g.npcol == g.mycol;
+    const int64_t c = 53; // the column made large; (c, c) is computed by one rank
+    const int worker = sds_dist_gram_worker(&g, c / nb, c / nb);
+    const bool owner = worker == g_rank;
     const char *needle = "7.04e+13"; // SDS_HESSIAN_XSUM_LIMIT, as the message prints it
 
     // Finite but over the limit: only Gram entry (c, c) = T * 1e16 >= 2^46.
@@ -317,10 +385,9 @@ static void check_failures(void) {
                                 : (rc == SDS_OK || (pass == 1 && rc == SDS_ERR_NUMERIC && named));
         char msg[256];
         snprintf(msg, sizeof msg, "%s", owner ? sds_error_message() : "");
-        MPI_Bcast(msg, sizeof msg, MPI_CHAR,
-                  (int)(((c / nb) % g.nprow) * g.npcol + (c / nb) % g.npcol), MPI_COMM_WORLD);
+        MPI_Bcast(msg, sizeof msg, MPI_CHAR, worker, MPI_COMM_WORLD);
         check(all_ranks(mine),
-              "%s: the owner of (%lld, %lld) returns numeric naming the limit: \"%s\"",
+              "%s: the rank computing (%lld, %lld) returns numeric naming the limit: \"%s\"",
               pass == 0 ? "a Gram entry of 1.6e17" : "an activation of 1e30", (long long)c,
               (long long)c, msg);
         sds_dist_gram_free(&d);
@@ -354,6 +421,10 @@ int main(int argc, char **argv) {
         {200, 24, 3, {600, 2048, 321, 0}, 6, true}, // token loops longer than BLAS's inner block
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) run_config(&configs[i]);
+    // the bit-for-bit checks above covered blocks computed away from their owners
+    if (g_size > 1)
+        check(moved_blocks > 0, "blocks computed by other ranks than their owners: %lld",
+              (long long)moved_blocks);
     check_failures();
 
     return mpi_test_finish();
