@@ -153,18 +153,6 @@ int sds_dist_gram_worker(const sds_dist_grid *g, int64_t bi, int64_t bj) {
     return r;
 }
 
-int32_t sds_dist_gram_foreign(const sds_dist_grid *g) {
-    int *worker = assign(g);
-    SDS_ASSERT(worker);
-    const int64_t B = nblocks(g);
-    int32_t f = 0;
-    for (int64_t bj = 0, b = 0; bj < B; bj++)
-        for (int64_t bi = 0; bi <= bj; bi++, b++)
-            f += worker[b] == g->rank && owner_rank(g, bi, bj) != g->rank;
-    free(worker);
-    return f;
-}
-
 // ---- the Hessian on the grid -----------------------------------------------------------------
 
 int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T) {
@@ -194,12 +182,13 @@ static void release(sds_dist_gram *d, void *p, int64_t bytes) {
     d->bytes -= bytes;
 }
 
-// This rank's tasks, in column order, and the own blocks others compute; NULL arrays: counts
-// only (*ntask, *nmissing).
-static void plan_tasks(const sds_dist_grid *g, const int *worker, int32_t *ntask, int32_t *nmissing,
-                       struct sds_dist_gram_task *task, struct sds_dist_gram_task *missing) {
+// This rank's tasks, in column order (*nforeign of them for other owners), and the own blocks
+// others compute; NULL arrays: counts only.
+static void plan_tasks(const sds_dist_grid *g, const int *worker, int32_t *ntask, int32_t *nforeign,
+                       int32_t *nmissing, struct sds_dist_gram_task *task,
+                       struct sds_dist_gram_task *missing) {
     const int64_t B = nblocks(g);
-    *ntask = *nmissing = 0;
+    *ntask = *nforeign = *nmissing = 0;
     for (int64_t bj = 0, b = 0; bj < B; bj++)
         for (int64_t bi = 0; bi <= bj; bi++, b++) {
             const int owner = owner_rank(g, bi, bj);
@@ -207,6 +196,7 @@ static void plan_tasks(const sds_dist_grid *g, const int *worker, int32_t *ntask
             if (worker[b] == g->rank) {
                 k = task ? &task[*ntask] : NULL;
                 (*ntask)++;
+                *nforeign += owner != g->rank;
             } else if (owner == g->rank) {
                 k = missing ? &missing[*nmissing] : NULL;
                 (*nmissing)++;
@@ -220,13 +210,25 @@ static void plan_tasks(const sds_dist_grid *g, const int *worker, int32_t *ntask
         }
 }
 
-int32_t sds_dist_gram_blocks(const sds_dist_grid *g) {
+// How many blocks this rank computes, and how many of them for other owners.
+static void count_tasks(const sds_dist_grid *g, int32_t *ntask, int32_t *nforeign) {
     int *worker = assign(g);
     SDS_ASSERT(worker);
-    int32_t ntask, nmissing;
-    plan_tasks(g, worker, &ntask, &nmissing, NULL, NULL);
+    int32_t nmissing;
+    plan_tasks(g, worker, ntask, nforeign, &nmissing, NULL, NULL);
     free(worker);
+}
+
+int32_t sds_dist_gram_blocks(const sds_dist_grid *g) {
+    int32_t ntask, nforeign;
+    count_tasks(g, &ntask, &nforeign);
     return ntask;
+}
+
+int32_t sds_dist_gram_foreign(const sds_dist_grid *g) {
+    int32_t ntask, nforeign;
+    count_tasks(g, &ntask, &nforeign);
+    return nforeign;
 }
 
 int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
@@ -239,7 +241,7 @@ int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
     int *worker = assign(g);
     if (!worker)
         return sds_error_set(SDS_ERR_IO, "out of memory for the Hessian's block assignment");
-    plan_tasks(g, worker, &d->ntask, &d->nmissing, NULL, NULL);
+    plan_tasks(g, worker, &d->ntask, &d->nforeign, &d->nmissing, NULL, NULL);
     d->task = calloc((size_t)d->ntask + 1, sizeof *d->task);
     d->missing = calloc((size_t)d->nmissing + 1, sizeof *d->missing);
     if (!d->task || !d->missing) {
@@ -247,10 +249,9 @@ int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
         sds_dist_gram_free(d);
         return sds_error_set(SDS_ERR_IO, "out of memory for the Hessian's block assignment");
     }
-    plan_tasks(g, worker, &d->ntask, &d->nmissing, d->task, d->missing);
+    plan_tasks(g, worker, &d->ntask, &d->nforeign, &d->nmissing, d->task, d->missing);
     free(worker);
     const int64_t nb = g->nb;
-    for (int32_t k = 0; k < d->ntask; k++) d->nforeign += d->task[k].rank != g->rank;
     d->acc = held(d, sums_bytes(d), "the Hessian's exact sums on the grid");
     d->tile = d->acc ? held(d, 4 * nb * nb, "one block of X^T X") : NULL;
     if (!d->tile) {
