@@ -50,11 +50,12 @@ const char *sds_method_name(sds_method m) {
 }
 
 // The capture hook: every input a sublayer group sees goes into that group's statistics, or,
-// when copy is set (SDS with the dense target), into copy[group] (T, cols) so that the pruned
-// and the dense path's inputs of one sequence can be combined into the cross Gram.
-// SDS with the dense target also watches the linear sublayers' outputs (capture_out): the
-// pruned path's are kept in ys[i] (T, rows), the dense path's compared with them into one
-// sequence's sums (ss, dd, diff of sds_sds_target_terms) at ysum[3 i .. 3 i + 2].
+// when copy is set (SDS with the dense target), into copy[group] (T, cols) where that is not
+// NULL, so that the pruned and the dense path's inputs of one sequence can be combined into the
+// cross Gram. SDS with the dense target also watches the linear sublayers' outputs
+// (capture_out): the pruned path's are kept in ys[i] (T, rows), the dense path's compared with
+// them into one sequence's sums (ss, dd, diff of sds_sds_target_terms) at ysum[3 i .. 3 i + 2],
+// and ys[i] then holds the difference Y_s - Y_d (for the output route's S = (Y_s - Y_d)^T X_s).
 typedef struct {
     sds_hessian *h; // SDS_CAPTURE_GROUPS entries
     float **copy;   // NULL, or SDS_CAPTURE_GROUPS buffers of (T, cols)
@@ -70,9 +71,9 @@ enum { MAX_LINEAR = 8 }; // linear sublayers per decoder layer (OPT 6, Llama 7)
 static void capture_add(void *ctx, int32_t group, const float *x, int64_t T, int64_t cols) {
     capture_ctx *c = ctx;
     SDS_ASSERT(group >= 0 && group < SDS_CAPTURE_GROUPS && c->h[group].cols == cols);
-    if (c->copy)
-        memcpy(c->copy[group], x, (size_t)(T * cols) * sizeof(float));
-    else if (c->rc == SDS_OK)
+    if (c->copy) {
+        if (c->copy[group]) memcpy(c->copy[group], x, (size_t)(T * cols) * sizeof(float));
+    } else if (c->rc == SDS_OK)
         c->rc = sds_hessian_add(&c->h[group], x, 1, T);
 }
 
@@ -83,13 +84,14 @@ static void capture_out(void *ctx, int32_t i, const float *y, int64_t T, int64_t
     if (c->out_mode == OUT_KEEP) {
         memcpy(c->ys[i], y, n * sizeof(float));
     } else if (c->out_mode == OUT_COMPARE) {
-        const float *ys = c->ys[i];
+        float *ys = c->ys[i];
         double ss = 0.0, dd = 0.0, diff = 0.0;
         for (size_t k = 0; k < n; k++) {
             const double a = ys[k], b = y[k];
             ss += a * a;
             dd += b * b;
             diff += (a - b) * (a - b);
+            ys[k] -= y[k];
         }
         c->ysum[3 * i] = ss;
         c->ysum[3 * i + 1] = dd;
@@ -214,12 +216,13 @@ static int first_prune(const sds_prune_opts *o, sds_linear_ref r, const sds_hess
     return sparsegpt_sublayer(o, r, h->H, mask, damping, keep_U);
 }
 
-// SDS's dense-target statistics of one sublayer: its group's cross Gram K = X_s^T X_d (already
-// blended for a fixed --sds-mix) and the sums of its outputs (ss, dd, diff:
-// sds_sds_target_terms), all on the Hessian's scale; for --sds-mix auto also the held-out (odd)
-// sequences' Hessian, cross Gram and output sums (else Gv, Kv NULL).
+// SDS's dense-target statistics of one sublayer, for the full correction X_t = X_d: either its
+// group's cross Gram K = X_s^T X_d or (the output route) its own S = W_d (G - K^T), and the
+// sums of its outputs (ss, dd, diff: sds_sds_target_terms), all on the Hessian's scale; for
+// --sds-mix auto also the held-out (odd) sequences' Hessian, K or S, and output sums (else Gv,
+// Kv, Sv NULL).
 typedef struct {
-    const float *K, *Gv, *Kv;
+    const float *K, *S, *Gv, *Kv, *Sv;
     double y[3], yv[3];
 } dense_stats;
 
@@ -232,41 +235,54 @@ static int sds_step(const sds_prune_opts *o, sds_linear_ref r, const sds_hessian
                     const float *U1, double d1) {
     int rc = SDS_OK;
     sds_problem p = {r.rows, r.cols, dense, h->H, NULL, 0.0, 0.0, h->wanda, U1, d1};
-    float *Kb = NULL, *Gf = NULL;
+    float *S = NULL, *Sv = NULL, *Gf = NULL;
+    const size_t nw = (size_t)(r.rows * r.cols);
     double mix = ds ? o->sds.mix : 0.0, y[3] = {0.0, 0.0, 0.0};
     if (ds) {
-        p.K = ds->K;
+        // the full correction's term S = W_d (G - K^T); the blend's is mix times it
+        S = sds_malloc(nw * sizeof(float), "SDS target term");
+        if (!S)
+            rc = SDS_ERR_IO;
+        else if (ds->K)
+            rc = sds_sds_term_from_cross(dense, r.rows, r.cols, h->H, ds->K, S);
+        else
+            memcpy(S, ds->S, nw * sizeof(float));
         memcpy(y, ds->y, sizeof y);
     }
-    if (ds && ds->Gv) {
+    if (rc == SDS_OK && ds && ds->Gv) {
         // --sds-mix auto: SDS is fitted on the even sequences only (G_f = G - G_v, ...),
         // the blend chosen on the odd ones, so they stay held out through every layer
         const size_t ng = (size_t)(r.cols * r.cols);
-        Kb = sds_malloc(ng * sizeof(float), "SDS target Gram");
+        Sv = sds_malloc(nw * sizeof(float), "SDS held-out target term");
         Gf = sds_malloc(ng * sizeof(float), "SDS fitting Gram");
-        if (!Kb || !Gf) rc = SDS_ERR_IO;
+        if (!Sv || !Gf) rc = SDS_ERR_IO;
+        if (rc == SDS_OK && ds->Kv)
+            rc = sds_sds_term_from_cross(dense, r.rows, r.cols, ds->Gv, ds->Kv, Sv);
+        else if (rc == SDS_OK)
+            memcpy(Sv, ds->Sv, nw * sizeof(float));
         if (rc == SDS_OK) {
-            for (size_t i = 0; i < ng; i++) {
-                Gf[i] = h->H[i] - ds->Gv[i];
-                Kb[i] = ds->K[i] - ds->Kv[i];
-            }
+            for (size_t i = 0; i < ng; i++) Gf[i] = h->H[i] - ds->Gv[i];
+            for (size_t i = 0; i < nw; i++) S[i] -= Sv[i];
             for (int k = 0; k < 3; k++) y[k] -= ds->yv[k];
-            const sds_problem fit = {r.rows, r.cols, dense, Gf, Kb, 0.0, 0.0, NULL, NULL, 0.0};
-            const sds_problem val = {r.rows, r.cols, dense, ds->Gv, ds->Kv,
-                                     0.0,    0.0,    NULL,  NULL,   0.0};
+            const sds_problem fit = {r.rows, r.cols, dense, Gf, S, 0.0, 0.0, NULL, NULL, 0.0};
+            const sds_problem val = {r.rows, r.cols, dense, ds->Gv, Sv, 0.0, 0.0, NULL, NULL, 0.0};
             rc = sds_sds_choose_mix(&fit, &val, o->percdamp, &mix);
         }
         if (rc == SDS_OK) {
-            sds_sds_mix_target(Gf, Kb, r.cols, mix, Kb);
             p.G = Gf;
-            p.K = Kb;
             p.U = NULL; // (a factor of h->H, not of G_f)
         }
     }
-    if (ds) sds_sds_target_terms(y[0], y[1], y[2], mix, &p.e_tt, &p.c0);
+    if (rc == SDS_OK && ds) {
+        if (mix != 1.0)
+            for (size_t i = 0; i < nw; i++) S[i] = (float)(mix * (double)S[i]);
+        p.S = S;
+        sds_sds_target_terms(y[0], y[1], y[2], mix, &p.e_tt, &p.c0);
+    }
     sds_sds_info info;
     if (rc == SDS_OK) rc = sds_sds_run(&p, o->pattern, &o->sds, r.w, mask, &info);
-    free(Kb);
+    free(S);
+    free(Sv);
     free(Gf);
     if (rc != SDS_OK) return rc;
     add_extra(st, "sds_mix", mix);
@@ -427,6 +443,13 @@ typedef struct {
         *xd_buf[SDS_CAPTURE_GROUPS];
     // exact sums of the cross Grams (src/xsum.h) until they are reduced into K, Kv
     sds_xsum_t *Kacc[SDS_CAPTURE_GROUPS], *Kvacc[SDS_CAPTURE_GROUPS];
+    // SDS, dense target: groups on the output route (sds_sds_output_route) have no K; each of
+    // their sublayers has S = W_d (G - K^T) = (Y_s - Y_d)^T X_s instead (S, held-out Sv, and
+    // their exact sums until reduced); lin_group: each sublayer's group
+    int out_route[SDS_CAPTURE_GROUPS];
+    int32_t lin_group[MAX_LINEAR];
+    float *S[MAX_LINEAR], *Sv[MAX_LINEAR];
+    sds_xsum_t *Sacc[MAX_LINEAR], *Svacc[MAX_LINEAR];
     // SDS, dense target: per linear sublayer the sums of its outputs (ss, dd, diff), all
     // sequences (y) and the held-out odd ones (yv), on the Hessian's scale; while they are
     // gathered, the pruned path's outputs of one sequence (ys) and every sequence's sums (ysum)
@@ -441,10 +464,12 @@ static const dense_stats *dense_stats_of(const layer_stats *ls, int32_t i, int32
     if (!two_paths) return NULL;
     memset(ds, 0, sizeof *ds);
     ds->K = ls->K[g];
+    ds->S = ls->S[i];
     memcpy(ds->y, ls->y[i], sizeof ds->y);
     if (auto_mix) {
         ds->Gv = ls->hv[g].H;
         ds->Kv = ls->Kv[g];
+        ds->Sv = ls->Sv[i];
         memcpy(ds->yv, ls->yv[i], sizeof ds->yv);
     }
     return ds;
@@ -474,6 +499,15 @@ static void layer_stats_free_group(layer_stats *ls, int32_t g, int grams_too) {
     free(ls->Kvacc[g]);
     ls->K[g] = ls->Kv[g] = NULL;
     ls->Kacc[g] = ls->Kvacc[g] = NULL;
+    for (int32_t i = 0; i < MAX_LINEAR; i++) {
+        if (ls->lin_group[i] != g) continue;
+        free(ls->S[i]);
+        free(ls->Sv[i]);
+        free(ls->Sacc[i]);
+        free(ls->Svacc[i]);
+        ls->S[i] = ls->Sv[i] = NULL;
+        ls->Sacc[i] = ls->Svacc[i] = NULL;
+    }
 }
 
 static void layer_stats_free(layer_stats *ls) {
@@ -517,21 +551,22 @@ static int stage_ok(const run_ctx *c, int local, int *own) {
     return sds_agree_quiet(c->si.scomm, local, NULL) == SDS_OK;
 }
 
-// One sequence's cross Gram (n entries) into its exact sum.
-static int cross_add(sds_xsum_t *acc, const float *Kseq, size_t n) {
+// One sequence's cross Gram or output term (n entries) into its exact sum.
+static int cross_add(sds_xsum_t *acc, const float *Kseq, size_t n, const char *what) {
     if (sds_xsum_add_f32(acc, Kseq, n, SDS_HESSIAN_XSUM_LIMIT))
         return sds_error_set(SDS_ERR_NUMERIC,
-                             "SDS cross Gram: an entry of one sequence is not finite or beyond "
+                             "SDS %s: an entry of one sequence is not finite or beyond "
                              "%.3g: the calibration activations are too large for exact sums",
-                             SDS_HESSIAN_XSUM_LIMIT);
+                             what, SDS_HESSIAN_XSUM_LIMIT);
     return SDS_OK;
 }
 
 // (stage collective) Step 1 for layer l: the statistics of the dense layer on the pruned
-// model's activations (SDS, dense target: also the cross Gram K = X_s^T X_d per group and the
-// sums of each sublayer's outputs on both paths, and the dense path advances through the still
-// dense layer; --sds-mix auto: the Hessian, cross Gram and output sums of the odd sequences,
-// held out to choose it). The first layer of a later stage takes each sequence as it arrives
+// model's activations (SDS, dense target: also the cross Gram K = X_s^T X_d per group, or on
+// the output route each sublayer's S = (Y_s - Y_d)^T X_s, and the sums of each sublayer's
+// outputs on both paths, and the dense path advances through the still dense layer;
+// --sds-mix auto: the Hessian, K or S and output sums of the odd sequences, held out to choose
+// it). The first layer of a later stage takes each sequence as it arrives
 // from the stage before. Returns this rank's own failure (SDS_OK when it had none).
 static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
     const sds_prune_opts *o = c->o;
@@ -544,28 +579,52 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
     sds_hessian *h = ls->h, *hv = ls->hv;
     float **K = ls->K, **Kv = ls->Kv;
     int32_t flags = SDS_HESSIAN_GRAM | (c->wanda_stat ? SDS_HESSIAN_WANDA : 0);
+    double grows[SDS_CAPTURE_GROUPS] = {0.0}, gcols[SDS_CAPTURE_GROUPS] = {0.0};
+    for (int32_t i = 0; i < n_lin; i++) {
+        const sds_linear_ref r = sds_model_linear(m, l, i);
+        ls->lin_group[i] = r.group;
+        grows[r.group] += (double)r.rows;
+        gcols[r.group] = (double)r.cols;
+    }
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
+        ls->out_route[g] = c->two_paths && sds_sds_output_route(grows[g], gcols[g]);
     for (int32_t i = 0; i < n_lin && rc == SDS_OK; i++) {
         sds_linear_ref r = sds_model_linear(m, l, i);
         const int32_t g = r.group;
-        const size_t ng = (size_t)(r.cols * r.cols);
+        const size_t ng = (size_t)(r.cols * r.cols), nw = (size_t)(r.rows * r.cols);
         if (c->two_paths) {
             ls->ys[i] = sds_malloc((size_t)(T * r.rows) * sizeof(float), "SDS outputs");
             if (!ls->ys[i]) rc = SDS_ERR_IO;
         }
+        if (rc == SDS_OK && ls->out_route[g]) {
+            ls->S[i] = sds_calloc(nw, sizeof(float), "SDS target term");
+            ls->Sacc[i] = sds_calloc(nw, sizeof(sds_xsum_t), "SDS target term");
+            if (!ls->S[i] || !ls->Sacc[i]) rc = SDS_ERR_IO;
+            if (rc == SDS_OK && c->auto_mix) {
+                ls->Sv[i] = sds_calloc(nw, sizeof(float), "SDS target term");
+                ls->Svacc[i] = sds_calloc(nw, sizeof(sds_xsum_t), "SDS target term");
+                if (!ls->Sv[i] || !ls->Svacc[i]) rc = SDS_ERR_IO;
+            }
+        }
         if (h[g].cols != 0) continue;
         if (rc == SDS_OK) rc = sds_hessian_init(&h[g], r.cols, flags);
         if (rc == SDS_OK && c->two_paths) {
+            ls->xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
+            if (!ls->xs_buf[g]) rc = SDS_ERR_IO;
+        }
+        if (rc == SDS_OK && c->two_paths && !ls->out_route[g]) {
             K[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
             ls->Kacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
-            ls->xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
             ls->xd_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
-            if (!K[g] || !ls->Kacc[g] || !ls->xs_buf[g] || !ls->xd_buf[g]) rc = SDS_ERR_IO;
+            if (!K[g] || !ls->Kacc[g] || !ls->xd_buf[g]) rc = SDS_ERR_IO;
         }
         if (rc == SDS_OK && c->auto_mix) {
             rc = sds_hessian_init(&hv[g], r.cols, SDS_HESSIAN_GRAM);
-            Kv[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
-            ls->Kvacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
-            if (rc == SDS_OK && (!Kv[g] || !ls->Kvacc[g])) rc = SDS_ERR_IO;
+            if (rc == SDS_OK && !ls->out_route[g]) {
+                Kv[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
+                ls->Kvacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
+                if (!Kv[g] || !ls->Kvacc[g]) rc = SDS_ERR_IO;
+            }
         }
     }
     if (rc == SDS_OK && c->two_paths) {
@@ -607,12 +666,26 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
             const float *xs = ls->xs_buf[g], *xd = ls->xd_buf[g];
             cc.rc = sds_hessian_add(&h[g], xs, 1, T);
             if (odd && cc.rc == SDS_OK) cc.rc = sds_hessian_add(&hv[g], xs, 1, T);
+            if (ls->out_route[g]) continue;
             // this sequence's X_s^T X_d, added exactly (K serves as the scratch until the end)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg, cg, (int)T, 1.0f, xs, cg, xd,
                         cg, 0.0f, K[g], cg);
             const size_t ng = (size_t)cg * (size_t)cg;
-            if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kacc[g], K[g], ng);
-            if (odd && cc.rc == SDS_OK) cc.rc = cross_add(ls->Kvacc[g], K[g], ng);
+            if (cc.rc == SDS_OK) cc.rc = cross_add(ls->Kacc[g], K[g], ng, "cross Gram");
+            if (odd && cc.rc == SDS_OK) cc.rc = cross_add(ls->Kvacc[g], K[g], ng, "cross Gram");
+        }
+        for (int32_t i = 0; i < n_lin && cc.rc == SDS_OK; i++) {
+            const int32_t g = ls->lin_group[i];
+            if (!ls->out_route[g]) continue;
+            // this sequence's (Y_s - Y_d)^T X_s = W_d X_s^T X_s - W_d X_d^T X_s, added exactly
+            // (S serves as the scratch until the end)
+            const int rows = (int)sds_model_linear(m, l, i).rows, cg = (int)h[g].cols;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cg, (int)T, 1.0f, ls->ys[i],
+                        rows, ls->xs_buf[g], cg, 0.0f, ls->S[i], cg);
+            const size_t nw = (size_t)rows * (size_t)cg;
+            cc.rc = cross_add(ls->Sacc[i], ls->S[i], nw, "output term");
+            if (odd && cc.rc == SDS_OK)
+                cc.rc = cross_add(ls->Svacc[i], ls->S[i], nw, "output term");
         }
     }
     sds_model_work_set_capture(&c->w, NULL);
@@ -657,16 +730,13 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
             hv[g].nseq = N;
             if (!stage_ok(c, sds_hessian_finish(&hv[g]), &own)) return own;
         }
-        if (!c->two_paths) continue;
+        if (!c->two_paths || ls->out_route[g]) continue;
         sds_xsum_allreduce(sc, ls->Kacc[g], (size_t)n2);
         sds_xsum_to_f32(ls->Kacc[g], K[g], (size_t)n2);
         free(ls->Kacc[g]);
         ls->Kacc[g] = NULL;
         const float scale = (float)(2.0 / (double)N); // as the Hessian's
         for (int i2 = 0; i2 < n2; i2++) K[g][i2] *= scale;
-        // a fixed partial target X_t = (1 - b) X_s + b X_d (auto: per sublayer, later)
-        if (o->sds.mix >= 0.0 && o->sds.mix != 1.0)
-            sds_sds_mix_target(h[g].H, K[g], h[g].cols, o->sds.mix, K[g]);
         if (c->auto_mix) {
             // held-out cross Gram on the same scale
             sds_xsum_allreduce(sc, ls->Kvacc[g], (size_t)n2);
@@ -674,6 +744,22 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
             free(ls->Kvacc[g]);
             ls->Kvacc[g] = NULL;
             for (int i2 = 0; i2 < n2; i2++) Kv[g][i2] *= scale;
+        }
+    }
+    for (int32_t i = 0; i < n_lin && c->two_paths; i++) {
+        if (!ls->out_route[ls->lin_group[i]]) continue;
+        // the output route's S (and held-out Sv), on the Hessian's scale like K
+        const sds_linear_ref r = sds_model_linear(m, l, i);
+        const size_t nw = (size_t)(r.rows * r.cols);
+        const float scale = (float)(2.0 / (double)N);
+        for (int v = 0; v < (c->auto_mix ? 2 : 1); v++) {
+            sds_xsum_t **acc = v ? &ls->Svacc[i] : &ls->Sacc[i];
+            float *out = v ? ls->Sv[i] : ls->S[i];
+            sds_xsum_allreduce(sc, *acc, nw);
+            sds_xsum_to_f32(*acc, out, nw);
+            free(*acc);
+            *acc = NULL;
+            for (size_t k = 0; k < nw; k++) out[k] *= scale;
         }
     }
     c->t_reduce += sds_now() - t0;

@@ -227,18 +227,26 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
     // triangle (8 B per entry), the cross Gram K its fp32 matrix and a full 128-bit accumulator
     // (16 B); the accumulators are freed once reduced (before any pruning), and they are what
     // is all-reduced.
+    // A group on SDS's output route (sds_sds_output_route: its sublayers' rows together fewer
+    // than its cols) has no K; each of its sublayers has S (rows x cols: fp32 and a full 128-bit
+    // accumulator, a gemm of 2 rows cols per token), and no copy of the dense path's inputs.
     double stats = 0.0, acc_bytes = 0.0, gram_flops_tok = 0.0, gram_bytes = 0.0;
+    double group_rows[4] = {0.0, 0.0, 0.0, 0.0}, held_grams[4];
+    for (int i = 0; i < pl.n; i++) group_rows[pl.group[i]] += pl.rows[i];
     for (int k = 0; k < pl.n_groups; k++) {
-        const double cc = pl.group_cols[k];
-        const double mult = auto_mix ? 4.0 : two ? 2.0 : 1.0;
-        const double acc = (auto_mix ? 2.0 : 1.0) * (two ? 8.0 + 16.0 : 8.0) * cc * cc;
-        stats += mult * cc * cc * PLAN_GRAM_HELD;
+        const double cc = pl.group_cols[k], halves = auto_mix ? 2.0 : 1.0;
+        const int out_route = two && sds_sds_output_route(group_rows[k], cc);
+        // K's or the sublayers' S's entries
+        const double cross = !two ? 0.0 : out_route ? group_rows[k] * cc : cc * cc;
+        const double acc = halves * (8.0 * cc * cc + 16.0 * cross);
+        held_grams[k] = halves * (cc * cc + cross) * PLAN_GRAM_HELD;
+        stats += held_grams[k];
         acc_bytes += acc;
-        if (two) stats += 2.0 * T * cc * F4;
+        if (two) stats += (out_route ? 1.0 : 2.0) * T * cc * F4;
         if (wanda || is_sds) stats += cc * 12.0;
-        // ssyrk of G (cols^2 per token); dense path: K (gemm, 2 cols^2); auto: G of the odd
-        // half again
-        gram_flops_tok += two ? (auto_mix ? 4.0 : 3.0) * cc * cc : cc * cc;
+        // ssyrk of G (cols^2 per token); dense path: K (gemm, 2 cols^2) or S (2 rows cols);
+        // auto: G of the odd half again
+        gram_flops_tok += halves * cc * cc + 2.0 * cross;
         gram_bytes += acc;
     }
     if (two)
@@ -256,7 +264,7 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             // matrix; while fixed_init runs, T and M instead of D and U: no more)
             b += 5.0 * nw * F4 + 2.0 * nw + ng * F4;
             if (adj_nesterov) b += 2.0 * nw * F4; // the previous iterate and its product
-            if (auto_mix) b += 2.0 * ng * F4;     // the fitting Grams G_f, K_b
+            if (auto_mix) b += ng * F4 + nw * F4; // the fitting Gram G_f, held-out S_v
             // (sequential order, one fixed mix) the first SparseGPT's U, kept for the second
             if (!auto_mix && !in->sds_parallel) b += ng * F4;
         }
@@ -316,9 +324,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             // (no checkpoints) the owners' sublayers: the largest rank's share, at least the
             // largest sublayer or group
             double gram_all = 0.0, gram_max = 0.0, w_max = 0.0;
-            const double mult = auto_mix ? 4.0 : two ? 2.0 : 1.0;
             for (int q = 0; q < pl.n_groups; q++) {
-                const double b = mult * pl.group_cols[q] * pl.group_cols[q] * F4;
+                const double b = held_grams[q];
                 gram_all += b;
                 gram_max = b > gram_max ? b : gram_max;
             }

@@ -35,9 +35,8 @@ void sds_sds_defaults(sds_sds_opts *o) {
     o->blocksize = SDS_SPARSEGPT_BLOCK;
 }
 
-void sds_sds_mix_target(const float *G, const float *K, int64_t cols, double b, float *K_out) {
-    const size_t n = (size_t)(cols * cols);
-    for (size_t i = 0; i < n; i++) K_out[i] = (float)((1 - b) * (double)G[i] + b * (double)K[i]);
+int sds_sds_output_route(double rows, double cols) {
+    return rows < cols;
 }
 
 void sds_sds_target_terms(double ss, double dd, double diff, double b, double *e_tt, double *c0) {
@@ -56,10 +55,10 @@ const char *sds_base_name(sds_base b) {
     return b == SDS_BASE_WANDA ? "wanda" : "sparsegpt";
 }
 
-// The fixed parts of a problem: S = W_d (G - K^T), c0, e_tt, lambda_max(G).
+// The fixed parts of a problem: S (the problem's), c0, e_tt, lambda_max(G).
 typedef struct {
     const sds_problem *p;
-    float *S; // (rows, cols), NULL for target (a)
+    const float *S; // (rows, cols), NULL for target (a)
     double c0, e_tt, lmax, wd_s;
     double wd_l1, wd_l2; // |W_d|_1, |W_d|_F^2
 } fixed;
@@ -104,14 +103,14 @@ static double lambda_max(const float *G, int64_t n) {
     return lam * 1.02; // power iteration approaches from below
 }
 
-// out (rows, cols) = S = W_d (G - K^T) of a dense-target problem.
-static int target_term(const sds_problem *p, float *out) {
-    const int64_t R = p->rows, C = p->cols;
+int sds_sds_term_from_cross(const float *Wd, int64_t rows, int64_t cols, const float *G,
+                            const float *K, float *S) {
+    const int64_t C = cols;
     float *M = sds_malloc((size_t)(C * C) * sizeof(float), "SDS cross Gram");
     if (!M) return SDS_ERR_IO;
     for (int64_t i = 0; i < C; i++)
-        for (int64_t j = 0; j < C; j++) M[i * C + j] = p->G[i * C + j] - p->K[j * C + i];
-    mul(p->Wd, R, C, M, out);
+        for (int64_t j = 0; j < C; j++) M[i * C + j] = G[i * C + j] - K[j * C + i];
+    mul(Wd, rows, C, M, S);
     free(M);
     return SDS_OK;
 }
@@ -121,13 +120,8 @@ static int fixed_init(fixed *f, const sds_problem *p) {
     f->p = p;
     const int64_t R = p->rows, C = p->cols;
     const size_t nw = (size_t)(R * C);
-    if (p->K) {
-        f->S = sds_malloc(nw * sizeof(float), "SDS target term");
-        if (!f->S || target_term(p, f->S) != SDS_OK) {
-            free(f->S);
-            f->S = NULL;
-            return SDS_ERR_IO;
-        }
+    if (p->S) {
+        f->S = p->S;
         f->wd_s = dot(p->Wd, f->S, nw);
         f->c0 = p->c0;
         f->e_tt = p->e_tt;
@@ -145,10 +139,6 @@ static int fixed_init(fixed *f, const sds_problem *p) {
         f->wd_l2 += (double)p->Wd[i] * p->Wd[i];
     }
     return SDS_OK;
-}
-
-static void fixed_free(fixed *f) {
-    free(f->S);
 }
 
 // err(W) with D = W - W_d written to D and D G to DG (both rows x cols).
@@ -176,7 +166,6 @@ int sds_sds_rel_error(const sds_problem *p, const float *W, double *r) {
     if (rc == SDS_OK) *r = rel(&f, err_of(&f, W, D, DG));
     free(D);
     free(DG);
-    fixed_free(&f);
     return rc;
 }
 
@@ -224,6 +213,8 @@ int sds_sds_choose_mix(const sds_problem *fit, const sds_problem *val, double pe
     *b = 1.0;
     const int64_t R = fit->rows, C = fit->cols;
     const size_t nw = (size_t)(R * C), ng = (size_t)(C * C);
+    if (!fit->S || !val->S)
+        return sds_error_set(SDS_ERR_INTERNAL, "SDS mix: a problem without the dense target");
     float *A = sds_malloc(ng * sizeof(float), "SDS mix");
     float *M = sds_malloc(ng * sizeof(float), "SDS mix");
     float *D1 = sds_malloc(nw * sizeof(float), "SDS mix");
@@ -235,8 +226,7 @@ int sds_sds_choose_mix(const sds_problem *fit, const sds_problem *val, double pe
         memcpy(A, fit->G, ng * sizeof(float));
         for (int64_t j = 0; j < C; j++) mean_diag += A[j * C + j];
         mean_diag /= (double)C;
-        rc = target_term(fit, D1);
-        for (size_t i = 0; i < nw; i++) D1[i] = -D1[i];
+        for (size_t i = 0; i < nw; i++) D1[i] = -fit->S[i];
         const int n = (int)C, nrhs = (int)R;
         int info = 1;
         float *G0 = M; // reuse: keep the undamped G_f for the retries
@@ -249,10 +239,9 @@ int sds_sds_choose_mix(const sds_problem *fit, const sds_problem *val, double pe
             spotrf_("L", &n, A, &n, &info, 1);
         }
         if (info == 0) spotrs_("L", &n, &nrhs, A, &n, D1, &n, &info, 1);
-        if (info == 0 && rc == SDS_OK) rc = target_term(val, T); // S_v
-        if (info == 0 && rc == SDS_OK) {
+        if (info == 0) {
             // held-out: err_v(W_d + b D1) = b^2 <D1, D1 G_v> + 2 b <D1, S_v> + c
-            const double lin = dot(D1, T, nw);
+            const double lin = dot(D1, val->S, nw);
             mul(D1, R, C, val->G, T);
             const double quad = dot(D1, T, nw);
             double best = quad > 0.0 ? -lin / quad : 0.0; // no held-out data: pruned target
@@ -361,7 +350,7 @@ static int base_prune(const sds_problem *p, sds_pattern pat, const sds_sds_opts 
 int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, float *W,
                 uint8_t *mask, sds_sds_info *info) {
     memset(info, 0, sizeof *info);
-    if (p->K && !(p->e_tt >= 0.0 && p->c0 >= 0.0 && isfinite(p->e_tt) && isfinite(p->c0)))
+    if (p->S && !(p->e_tt >= 0.0 && p->c0 >= 0.0 && isfinite(p->e_tt) && isfinite(p->c0)))
         return sds_error_set(SDS_ERR_NUMERIC,
                              "SDS: the dense target's output energy is %g and the error of the "
                              "dense weights %g: the sublayer's outputs are not finite",
@@ -463,6 +452,5 @@ int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, fl
     free(mb);
     free(Wp);
     free(DGp);
-    fixed_free(&f);
     return rc;
 }

@@ -6,7 +6,8 @@
 //        X_d for target (b) "dense" (the dense model's own outputs: also corrects the error
 //        carried in from earlier layers).
 //   G = X_s^T X_s, K = X_s^T X_t   (cols, cols), with the same scale (the Hessian's 2/n; it
-//        cancels everywhere).
+//        cancels everywhere). K is needed only through S = W_d (G - K^T) (rows, cols), which
+//        the problem carries.
 //   err(W) = |X_s W^T - X_t W_d^T|^2 = <D, D G> + 2 <D, S> + c0, with D = W - W_d,
 //        S = W_d (G - K^T), c0 = err(W_d) = |X_s W_d^T - X_t W_d^T|^2
 //        (target (a): S = 0, c0 = 0). Relative error: err / e_tt, e_tt = |X_t W_d^T|^2.
@@ -67,14 +68,17 @@ typedef struct {
 void sds_sds_defaults(sds_sds_opts *o);
 
 // One sublayer's problem. G (cols, cols) full symmetric: the sublayer's Hessian (X_s).
-// For target (a) K is NULL (e_tt and c0 are then computed from G); for (b) K (cols, cols) is
-// given, same scale as G, with e_tt >= 0 and c0 >= 0 on the same scale.
+// For target (a) S is NULL (e_tt and c0 are then computed from G); for (b) S = W_d (G - K^T)
+// (rows, cols) is given, with K = X_s^T X_t on G's scale (sds_sds_term_from_cross makes it;
+// prune also accumulates it from the sublayer's outputs, S = (Y_s - Y_t)^T X_s with
+// Y = X W_d^T, where that is cheaper: sds_sds_output_route), and e_tt >= 0, c0 >= 0 on the same
+// scale.
 // stat: the Wanda statistic of X_s (cols) for the Wanda base, else NULL.
 typedef struct {
     int64_t rows, cols;
     const float *Wd; // dense weights (rows, cols) row-major
     const float *G;
-    const float *K;
+    const float *S;
     double e_tt, c0;
     const float *stat;
     // Optional, for the SparseGPT base: U, sds_sparsegpt_prepare's factor of this G, and the
@@ -107,10 +111,18 @@ int sds_sds_rel_error(const sds_problem *p, const float *W, double *rel);
 int sds_sds_run(const sds_problem *p, sds_pattern pat, const sds_sds_opts *o, float *W,
                 uint8_t *mask, sds_sds_info *info);
 
-// The blended target X_t = (1 - b) X_s + b X_d from the Grams of the two paths (cols, cols, full
-// symmetric G = X_s^T X_s, K = X_s^T X_d): K_out = X_s^T X_t (b = 1 gives K back, b = 0 G).
-// In place (K_out == K) works.
-void sds_sds_mix_target(const float *G, const float *K, int64_t cols, double b, float *K_out);
+// The dense target's term S = W_d (G - K^T) (rows, cols) from the Grams (cols, cols, G = X_s^T X_s
+// full symmetric, K = X_s^T X_t). The blended target X_t = (1 - b) X_s + b X_d has
+// G - K_b^T = b (G - K^T), so its term is b times that of X_d: S is linear in the blend.
+int sds_sds_term_from_cross(const float *Wd, int64_t rows, int64_t cols, const float *G,
+                            const float *K, float *S);
+
+// Whether a group of sublayers sharing one input of `cols` columns, with `rows` output rows
+// together, gets its dense-target terms from the outputs (each sublayer's S = (Y_s - Y_d)^T X_s,
+// 2 rows cols flops a token) rather than from the cross Gram K = X_s^T X_d (2 cols^2 a token):
+// rows < cols (Llama's down_proj, OPT's fc2: a quarter to a third of the cross Gram's flops
+// and memory).
+int sds_sds_output_route(double rows, double cols);
 
 // The blended target's e_tt and c0 from three sums over the calibration tokens of a sublayer's
 // outputs without bias (any common scale): ss = |X_s W_d^T|^2 (the dense sublayer on the pruned
@@ -118,8 +130,9 @@ void sds_sds_mix_target(const float *G, const float *K, int64_t cols, double b, 
 // e_tt = |X_t W_d^T|^2 = ss + b (dd - ss - diff) + b^2 diff, c0 = b^2 diff.
 void sds_sds_target_terms(double ss, double dd, double diff, double b, double *e_tt, double *c0);
 
-// The mix for one sublayer, chosen on held-out sequences: `fit` holds the Grams (G, K = X_s^T X_d)
-// of the fitting sequences, `val` those of held-out ones, on the same scale (e_tt, c0 unused).
+// The mix for one sublayer, chosen on held-out sequences: `fit` holds the Hessian and the full
+// correction's term (G, S of X_t = X_d) of the fitting sequences, `val` those of held-out ones,
+// on the same scale (e_tt, c0 unused).
 // The full correction (ridge re-dense to the dense target, damping percdamp) is fitted on `fit`;
 // the returned b in [0, 1] minimises the held-out error of W_d + b (W_r - W_d), a quadratic in b
 // (0 when val is empty).

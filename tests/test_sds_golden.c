@@ -104,6 +104,30 @@ static void cross_gram(const float *A, const float *B, int64_t tokens, int64_t c
         }
 }
 
+// S = (2/n) (Xs Wd^T - Xt Wd^T)^T Xs (rows, cols) in double from the raw inputs: the dense
+// target's term as prune's output route accumulates it.
+static void output_term(const float *Xs, const float *Xt, int64_t tokens, int64_t cols,
+                        const float *Wd, int64_t rows, int64_t nseq, double *out) {
+    memset(out, 0, (size_t)(rows * cols) * sizeof(double));
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double ys, yt;
+            outputs_at(Xs, Wd, Xt, Wd, cols, t, r, &ys, &yt);
+            const double d = 2.0 / (double)nseq * (ys - yt);
+            for (int64_t j = 0; j < cols; j++) out[r * cols + j] += d * Xs[t * cols + j];
+        }
+}
+
+// Largest |a - b| over largest |b|.
+static double rel_max_diff(const float *a, const double *b, size_t n) {
+    double d = 0.0, m = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs(b[i]));
+    }
+    return m > 0.0 ? d / m : d;
+}
+
 static const char *k_sparsity[4] = {"0.5", "0.7", "2:4", "4:8"};
 
 typedef struct {
@@ -149,24 +173,43 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
         fprintf(stderr, "%s\n", sds_error_message());
         exit(2);
     }
-    float *K = NULL;
+    float *K = NULL, *S = NULL;
     double e_tt = 0.0, c0 = 0.0;
     if (setting == 1) {
         K = xmalloc((size_t)(cols * cols) * sizeof(float));
+        S = xmalloc(nw * sizeof(float));
         cross_gram(Xs, Xt, tokens, cols, nseq, K);
+        if (sds_sds_term_from_cross(Wd, rows, cols, h.H, K, S) != SDS_OK) exit(2);
         double y[5];
         output_sums(Xs, Xt, tokens, cols, Wd, rows, nseq, 1.0, y);
         sds_sds_target_terms(y[0], y[1], y[2], 1.0, &e_tt, &c0);
     }
     if (setting == 1 && base == SDS_BASE_SPARSEGPT && !strcmp(spars, "2:4")) {
-        // the blended target: b = 1 gives K back, b = 0 the pruned target's G
+        // the dense target's term from the Grams, W_d (G - K^T), equals the output route's
+        // (Y_s - Y_t)^T X_s from the raw inputs; and the blended target's term (its cross Gram
+        // from the blended inputs) is b times it
         const size_t ng = (size_t)(cols * cols);
+        double *Sr = xmalloc(nw * sizeof(double));
+        output_term(Xs, Xt, tokens, cols, Wd, rows, nseq, Sr);
+        const double d_out = rel_max_diff(S, Sr, nw);
+        const double b_half = 0.5;
+        float *Xb = xmalloc((size_t)(tokens * cols) * sizeof(float));
+        for (size_t i = 0; i < (size_t)(tokens * cols); i++)
+            Xb[i] = (float)((1.0 - b_half) * Xs[i] + b_half * Xt[i]);
         float *Kb = xmalloc(ng * sizeof(float));
-        sds_sds_mix_target(h.H, K, cols, 1.0, Kb);
-        const bool one = !memcmp(Kb, K, ng * sizeof(float));
-        sds_sds_mix_target(h.H, K, cols, 0.0, Kb);
-        const bool zero = !memcmp(Kb, h.H, ng * sizeof(float));
-        check(one && zero, "%s: blended cross Gram at b = 1 is K, at b = 0 is G", file);
+        float *Sb = xmalloc(nw * sizeof(float));
+        cross_gram(Xs, Xb, tokens, cols, nseq, Kb);
+        if (sds_sds_term_from_cross(Wd, rows, cols, h.H, Kb, Sb) != SDS_OK) exit(2);
+        for (size_t i = 0; i < nw; i++) Sr[i] = b_half * S[i];
+        const double d_half = rel_max_diff(Sb, Sr, nw);
+        check(d_out < 1e-4 && d_half < 1e-4,
+              "%s: the dense target's term from the Grams against the outputs' (Y_s - Y_t)^T X_s "
+              "%.2g, the blend b = 0.5's against b S %.2g (largest differences over largest "
+              "entries, < 1e-4)",
+              file, d_out, d_half);
+        free(Sr);
+        free(Xb);
+        free(Sb);
         // the blended target's e_tt and c0 from the three output sums equal a direct
         // recomputation with the blended inputs, at every b
         double worst = 0.0;
@@ -184,9 +227,9 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
               file, worst);
         // choosing the blend with the fitting data as its own held-out data: the in-sample
         // optimum is (nearly) the full correction; with no held-out data, the pruned target
-        const sds_problem fit = {rows, cols, Wd, h.H, K, e_tt, c0, NULL, NULL, 0.0};
+        const sds_problem fit = {rows, cols, Wd, h.H, S, e_tt, c0, NULL, NULL, 0.0};
         double b_in = -1.0, b_none = -1.0;
-        float *Z = calloc(ng, sizeof(float));
+        float *Z = calloc(ng > nw ? ng : nw, sizeof(float));
         const sds_problem none = {rows, cols, Wd, Z, Z, 0.0, 0.0, NULL, NULL, 0.0};
         const int r1 = sds_sds_choose_mix(&fit, &fit, 0.01, &b_in);
         const int r2 = sds_sds_choose_mix(&fit, &none, 0.01, &b_none);
@@ -225,7 +268,7 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
     sds_sds_defaults(&o);
     o.base = base;
     o.target = setting ? SDS_TARGET_DENSE : SDS_TARGET_PRUNED;
-    sds_problem p = {rows, cols, Wd, h.H, K, e_tt, c0, h.wanda, NULL, 0.0};
+    sds_problem p = {rows, cols, Wd, h.H, S, e_tt, c0, h.wanda, NULL, 0.0};
 
     float *W[2];
     uint8_t *M[2];
@@ -348,6 +391,7 @@ static void run_case(const char *file, const float *Wd, int64_t rows, int64_t co
         free(M[run]);
     }
     free(K);
+    free(S);
     sds_hessian_free(&h);
 }
 
