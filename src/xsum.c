@@ -97,6 +97,10 @@ int sds_xsum_simd(void) {
 #endif
 }
 
+int sds_xsum_add_f32_scalar(sds_xsum_t *acc, const float *x, size_t n, double limit) {
+    return add_f32_scalar(acc, x, n, limit);
+}
+
 int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit) {
 #ifdef SDS_XSUM_AVX512
     if (sds_xsum_simd()) return add_f32_avx512(acc, x, n, limit);

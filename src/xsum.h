@@ -19,6 +19,9 @@ int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit);
 // 1 when sds_xsum_add_f32 runs its AVX-512 loop on this CPU (x86-64 with AVX-512F and DQ),
 // 0 when its scalar one; both give the same bits.
 int sds_xsum_simd(void);
+// The scalar loop alone, which sds_xsum_add_f32 runs where sds_xsum_simd() is 0 (for the tests,
+// so that both loops are checked on any CPU).
+int sds_xsum_add_f32_scalar(sds_xsum_t *acc, const float *x, size_t n, double limit);
 int sds_xsum_add_f64(sds_xsum_t *acc, const double *x, size_t n, double limit);
 // Upper triangle of a row-major (n, n) float matrix, row by row (j >= i), into packed acc of
 // n (n + 1) / 2 entries.

@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
     sds_xsum_t *mine = calloc(N, sizeof *mine);
     for (int t = rank; t < TERMS; t += size) bad |= sds_xsum_add_f32(mine, x + t * N, N, limit);
     sds_xsum_allreduce(MPI_COMM_WORLD, mine, N);
-    char what[128];
+    char what[256];
     snprintf(what, sizeof what, "%d rank%s, strided shares: the same bits as one sequential sum",
              size, size > 1 ? "s" : "");
     check(rank, !bad && !memcmp(fw, mine, sizeof *fw * N), what);
@@ -117,54 +117,65 @@ int main(int argc, char **argv) {
              bad_f, bad_d);
     check(rank, bad_f == 0 && bad_d == 0, what);
 
-    // the same in bulk (sds_xsum_add_f32's vector loop where the CPU has one, and its tail),
-    // into accumulators that start anywhere in the 128-bit range, so that the additions carry
-    // and borrow across the 64-bit halves: each entry against its own 128-bit addition of the
-    // long double truncation, at offsets 0 to 8 (tails of every length, unaligned starts)
+    // the same in bulk (sds_xsum_add_f32's vector loop where the CPU has one, and its tail;
+    // then the scalar loop alone, which CPUs without AVX-512 run), into accumulators that start
+    // anywhere in the 128-bit range, so that the additions carry and borrow across the 64-bit
+    // halves: each entry against its own 128-bit addition of the long double truncation, at
+    // offsets 0 to 8 (tails of every length, unaligned starts)
     enum { BULK = 1 << 18 };
     float *vb = malloc(sizeof(float) * (BULK + 8));
     sds_xsum_t *ab = malloc(sizeof(sds_xsum_t) * (BULK + 8));
     sds_xsum_t *ref = malloc(sizeof(sds_xsum_t) * (BULK + 8));
-    long bad_bulk = 0, flagged = 0;
-    for (int off = 0; off <= 8; off++) {
-        const size_t nb = BULK - (size_t)off * 3;
-        for (size_t i = 0; i < nb + (size_t)off; i++) {
-            const int e = (int)(uniform() * 200.0) - 140;
-            double v = ldexp(uniform() + 0.5, e);
-            if (i % 7 == 0) v = floor(v);
-            if (i % 13 == 0) v = 0.0;
-            if (i % 2) v = -v;
-            vb[i] = (float)v;
-            if (i % 17 == 0) vb[i] = -0.0f;
-            if (i % 19 == 0) vb[i] = (float)ldexp(uniform(), -130); // subnormal
-            unsigned __int128 a0 = (unsigned __int128)next_u64() << 64 | next_u64();
-            if (i % 3 == 0) a0 = (unsigned __int128)next_u64(); // a carry into the high half
-            if (i % 5 == 0) a0 = ~(unsigned __int128)0 - (next_u64() & 0xffff); // near -1
-            memcpy(&ab[i], &a0, sizeof a0);
-            const unsigned __int128 t =
-                (unsigned __int128)(sds_xsum_t)truncl(ldexpl((long double)vb[i], 64));
-            const unsigned __int128 r = a0 + t; // (two's complement, modulo 2^128)
-            memcpy(&ref[i], &r, sizeof r);
+    for (int loop = 0; loop < 2; loop++) {
+        int (*add)(sds_xsum_t *, const float *, size_t, double) =
+            loop ? sds_xsum_add_f32_scalar : sds_xsum_add_f32;
+        const char *name = loop              ? "scalar"
+                           : sds_xsum_simd() ? "AVX-512"
+                                             : "scalar (no AVX-512 here)";
+        long bad_bulk = 0, flagged = 0;
+        for (int off = 0; off <= 8; off++) {
+            const size_t nb = BULK - (size_t)off * 3;
+            for (size_t i = 0; i < nb + (size_t)off; i++) {
+                const int e = (int)(uniform() * 200.0) - 140;
+                double v = ldexp(uniform() + 0.5, e);
+                if (i % 7 == 0) v = floor(v);
+                if (i % 13 == 0) v = 0.0;
+                if (i % 2) v = -v;
+                vb[i] = (float)v;
+                if (i % 17 == 0) vb[i] = -0.0f;
+                if (i % 19 == 0) vb[i] = (float)ldexp(uniform(), -130); // subnormal
+                unsigned __int128 a0 = (unsigned __int128)next_u64() << 64 | next_u64();
+                if (i % 3 == 0) a0 = (unsigned __int128)next_u64(); // a carry into the high half
+                if (i % 5 == 0) a0 = ~(unsigned __int128)0 - (next_u64() & 0xffff); // near -1
+                memcpy(&ab[i], &a0, sizeof a0);
+                const unsigned __int128 t =
+                    (unsigned __int128)(sds_xsum_t)truncl(ldexpl((long double)vb[i], 64));
+                const unsigned __int128 r = a0 + t; // (two's complement, modulo 2^128)
+                memcpy(&ref[i], &r, sizeof r);
+            }
+            flagged += add(ab + off, vb + off, nb, 0x1p62);
+            for (size_t i = (size_t)off; i < nb + (size_t)off; i++) bad_bulk += ab[i] != ref[i];
         }
-        flagged += sds_xsum_add_f32(ab + off, vb + off, nb, 0x1p62);
-        for (size_t i = (size_t)off; i < nb + (size_t)off; i++) bad_bulk += ab[i] != ref[i];
+        snprintf(
+            what, sizeof what,
+            "add_f32 in bulk (%s loop), 9 offsets and tails, carries across the halves (%ld of "
+            "%d x 9 differ)",
+            name, bad_bulk, BULK);
+        check(rank, bad_bulk == 0 && flagged == 0, what);
+        // one bad value anywhere in a vector or the tail is reported
+        long missed = 0;
+        for (int pos = 0; pos < 21; pos++)
+            for (int k = 0; k < 3; k++) {
+                const float bads[3] = {0x1p62f, -INFINITY, NAN};
+                for (int i = 0; i < 21; i++) vb[i] = (float)i;
+                vb[pos] = bads[k];
+                memset(ab, 0, sizeof(sds_xsum_t) * 21);
+                missed += !add(ab, vb, 21, 0x1p62);
+            }
+        snprintf(what, sizeof what,
+                 "add_f32 in bulk (%s loop) reports a bad value at any of 21 places", name);
+        check(rank, missed == 0, what);
     }
-    snprintf(what, sizeof what,
-             "add_f32 in bulk (%s loop), 9 offsets and tails, carries across the halves (%ld of "
-             "%d x 9 differ)",
-             sds_xsum_simd() ? "AVX-512" : "scalar", bad_bulk, BULK);
-    check(rank, bad_bulk == 0 && flagged == 0, what);
-    // one bad value anywhere in a vector or the tail is reported
-    long missed = 0;
-    for (int pos = 0; pos < 21; pos++)
-        for (int k = 0; k < 3; k++) {
-            const float bads[3] = {0x1p62f, -INFINITY, NAN};
-            for (int i = 0; i < 21; i++) vb[i] = (float)i;
-            vb[pos] = bads[k];
-            memset(ab, 0, sizeof(sds_xsum_t) * 21);
-            missed += !sds_xsum_add_f32(ab, vb, 21, 0x1p62);
-        }
-    check(rank, missed == 0, "add_f32 in bulk reports a bad value at any of 21 places");
     free(vb);
     free(ab);
     free(ref);
