@@ -408,6 +408,89 @@ static void check_failures(void) {
     sds_dist_grid_free(&g);
 }
 
+// The assignment on grids larger than this run's ranks: shapes up to 8 x 8 (as at 64 ranks a
+// stage) and widths up to 8192 with a short last block, on grid structs filled without BLACS
+// (the assignment reads only the shape, every rank's place, n and nb). Per shape: every block's
+// worker is a rank of the grid; the largest load is never above the owners' and at most one
+// block's weight above the mean; and for every rank sds_dist_gram_blocks and _foreign count
+// what the workers say. Returns the blocks moved over all shapes.
+static int64_t check_assignment_shapes(void) {
+    static const int shapes[][2] = {{1, 3}, {2, 3}, {3, 3}, {2, 4}, {3, 5}, {4, 4}, {4, 8}, {8, 8}};
+    static const int64_t widths[] = {1000, 2048, 3000, 7168, 8192};
+    int64_t moved = 0, bad_shapes = 0, cases = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+            sds_dist_grid g;
+            memset(&g, 0, sizeof g);
+            g.nprow = shapes[si][0];
+            g.npcol = shapes[si][1];
+            g.size = g.nprow * g.npcol;
+            g.n = widths[wi];
+            g.nb = 256;
+            int *pl = malloc(2 * sizeof(int) * (size_t)g.size);
+            SDS_ASSERT(pl);
+            g.prow = pl;
+            g.pcol = pl + g.size;
+            for (int r = 0; r < g.size; r++) {
+                g.prow[r] = r / g.npcol; // "Row" order, as sds_dist_grid_init's
+                g.pcol[r] = r % g.npcol;
+            }
+            const int64_t B = (g.n + g.nb - 1) / g.nb;
+            double *own = calloc((size_t)g.size, sizeof(double));
+            double *work = calloc((size_t)g.size, sizeof(double));
+            int32_t *blocks = calloc((size_t)g.size, sizeof(int32_t));
+            int32_t *foreign = calloc((size_t)g.size, sizeof(int32_t));
+            SDS_ASSERT(own && work && blocks && foreign);
+            double total = 0.0, wmax = 0.0;
+            bool ok = true;
+            for (int64_t bj = 0; bj < B; bj++)
+                for (int64_t bi = 0; bi <= bj; bi++) {
+                    const double a = (double)(g.n - bi * g.nb < g.nb ? g.n - bi * g.nb : g.nb);
+                    const double b = (double)(g.n - bj * g.nb < g.nb ? g.n - bj * g.nb : g.nb);
+                    const double w = bi == bj ? a * (a + 1) : 2 * a * b;
+                    const int o = (int)((bi % g.nprow) * g.npcol + bj % g.npcol);
+                    const int r = sds_dist_gram_worker(&g, bi, bj);
+                    if (r < 0 || r >= g.size) {
+                        ok = false;
+                        continue;
+                    }
+                    own[o] += w;
+                    work[r] += w;
+                    total += w;
+                    wmax = w > wmax ? w : wmax;
+                    blocks[r]++;
+                    foreign[r] += r != o;
+                    moved += r != o;
+                }
+            double omax = 0.0, amax = 0.0;
+            for (int r = 0; r < g.size; r++) {
+                omax = own[r] > omax ? own[r] : omax;
+                amax = work[r] > amax ? work[r] : amax;
+                g.rank = r;
+                ok = ok && sds_dist_gram_blocks(&g) == blocks[r] &&
+                     sds_dist_gram_foreign(&g) == foreign[r];
+            }
+            ok = ok && amax <= omax && amax <= total / g.size + wmax;
+            bad_shapes += !ok;
+            cases++;
+            if (!ok && g_rank == 0)
+                printf("  grid %dx%d, n %lld: largest load %.3f of the mean (owners %.3f)\n",
+                       g.nprow, g.npcol, (long long)g.n, amax / (total / g.size),
+                       omax / (total / g.size));
+            free(own);
+            free(work);
+            free(blocks);
+            free(foreign);
+            free(pl);
+        }
+    check(all_ranks(bad_shapes == 0),
+          "block assignment on %lld grid shapes up to 8x8 and widths up to 8192 (no BLACS): "
+          "workers in range, largest load within one block of the mean and never above the "
+          "owners', blocks and foreign blocks counted alike (%lld shapes fail, %lld blocks moved)",
+          (long long)cases, (long long)bad_shapes, (long long)moved);
+    return moved;
+}
+
 int main(int argc, char **argv) {
     mpi_test_init(&argc, &argv);
     if (g_rank == 0) printf("test_dist_gram at %d ranks\n", g_size);
@@ -421,6 +504,7 @@ int main(int argc, char **argv) {
         {200, 24, 3, {600, 2048, 321, 0}, 6, true}, // token loops longer than BLAS's inner block
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) run_config(&configs[i]);
+    check(check_assignment_shapes() > 0, "the larger grids move blocks");
     // the bit-for-bit checks above covered blocks computed away from their owners
     if (g_size > 1)
         check(moved_blocks > 0, "blocks computed by other ranks than their owners: %lld",
