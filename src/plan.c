@@ -298,10 +298,13 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
                 const double cc = pl.group_cols[q], pe = grid_piece(cc, G, &ml, &nlc);
                 grid_held += 4.0 * pe;
                 // (only blocks on or above the diagonal are computed: the others' pages of the
-                // sums are never touched, so they are not resident)
+                // sums are never touched, so they are not resident; with G > 1 the blocks are
+                // shared out by work, and a rank may compute up to one block more than its
+                // share, for another owner)
                 const double upper = fmin(1.0, 0.5 + 0.5 * PLAN_DIST_NB / cc);
+                const double extra = G > 1 ? 16.0 * PLAN_DIST_NB * PLAN_DIST_NB : 0.0;
                 grid_stats += 16.0 * pe * upper - 4.0 * pe + 4.0 * PLAN_DIST_NB * PLAN_DIST_NB +
-                              2.0 * T * cc * F4;
+                              extra + 2.0 * T * cc * F4;
             }
             for (int i = 0; i < pl.n; i++) {
                 const double cc = pl.cols[i], nw = pl.rows[i] * cc;
