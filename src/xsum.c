@@ -35,7 +35,10 @@ static int add_f32_scalar(sds_xsum_t *acc, const float *x, size_t n, double limi
         memcpy(&b, &v, sizeof b);
         const int E = (int)((b >> 23) & 0xffu);
         if (E == 0) continue; // zero or subnormal: below the grid
-        acc[i] += fixed((b & 0x7fffffu) | 0x800000u, E - 150, (int)(b >> 31));
+        // modulo 2^128, as the vector loop's lanes (no signed overflow where a sum wraps)
+        const unsigned __int128 t =
+            (unsigned __int128)fixed((b & 0x7fffffu) | 0x800000u, E - 150, (int)(b >> 31));
+        acc[i] = (sds_xsum_t)((unsigned __int128)acc[i] + t);
     }
     return bad;
 }
