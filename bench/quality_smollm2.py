@@ -4,12 +4,13 @@ method at 50%, 2:4 and 4:8, with the prune times.
 
   .venv/bin/python bench/quality_smollm2.py [--nsamples 16] [--seqlen 512] [--windows 24] [--np 2]
         [--methods magnitude,wanda,sparsegpt,sds/sparsegpt,sds/wanda] [--sparsities 0.5,2:4,4:8]
-        [--calib FILE] [--eval FILE] [--tag NAME] [-- EXTRA PRUNE OPTIONS]
+        [--calib FILE] [--eval FILE] [--seed N] [--tag NAME] [-- EXTRA SDS OPTIONS]
 
 Settings are scaled to two cores (the papers use 128 x 2048 C4 tokens and the whole test set):
 calibration `--nsamples` x `--seqlen` tokens, perplexity on the first `--windows` windows of
 `--seqlen` tokens of the eval text (`--windows 0`: all). `sds/BASE` is `--method sds --base BASE`
-with its defaults; options after `--` go to every prune (e.g. `-- --sds-target pruned`).
+with its defaults; options after `--` go to every SDS prune (e.g. `-- --sds-target pruned`);
+`--seed` is the calibration windows' seed of every prune (default 0).
 Writes build/bench/quality-TAG.json and prints markdown tables.
 """
 import argparse
@@ -53,6 +54,7 @@ def main():
     ap.add_argument("--calib", default=AUSTEN)
     ap.add_argument("--eval", default=WIKI)
     ap.add_argument("--tag", default="smollm2")
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     methods = a.methods.split(",")
     sparsities = a.sparsities.split(",")
@@ -75,7 +77,8 @@ def main():
             h5 = os.path.join(outdir, "%s-%s.h5" % (method.replace("/", "-"), sparsity.replace(":", "of")))
             _, t_prune = mpirun(a.np, ["prune", "--model", gguf, "--calib", a.calib] + margs +
                                 ["--sparsity", sparsity, "--nsamples", str(a.nsamples),
-                                 "--seqlen", str(a.seqlen), "--out", h5, "--json", h5 + ".json"] +
+                                 "--seqlen", str(a.seqlen), "--seed", str(a.seed), "--out", h5,
+                                 "--json", h5 + ".json"] +
                                 (extra if method.startswith("sds") else []))
             out, _ = mpirun(a.np, ["eval", "--model", gguf, "--weights", h5] + ev)
             ppl = float(out.strip().splitlines()[-1].split()[1])
@@ -94,8 +97,9 @@ def main():
                    ", SDS kept in %d of %d sublayers" % (kept, len(subs)) if method.startswith("sds") else ""),
                   flush=True)
     print("\nSmolLM2-135M-Instruct, calibration %d x %d tokens of %s, eval %s first %s x %d tokens, "
-          "%d ranks%s" % (a.nsamples, a.seqlen, os.path.basename(a.calib), os.path.basename(a.eval),
-                          a.windows or "all", a.seqlen, a.np, (", extra: " + " ".join(extra)) if extra else ""))
+          "%d ranks, seed %d%s" % (a.nsamples, a.seqlen, os.path.basename(a.calib),
+                                   os.path.basename(a.eval), a.windows or "all", a.seqlen, a.np, a.seed,
+                                   (", extra: " + " ".join(extra)) if extra else ""))
     print("| method | " + " | ".join(sparsities) + " |\n|---|" + "---|" * len(sparsities))
     print("| dense | %.2f |" % res["dense"] + " |" * (len(sparsities) - 1))
     for method in methods:
