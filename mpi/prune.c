@@ -561,6 +561,17 @@ static int cross_add(sds_xsum_t *acc, const float *Kseq, size_t n, const char *w
     return SDS_OK;
 }
 
+// (stage collective) A cross Gram's or output term's exact sums *acc (n entries) summed over
+// the stage, into out on the Hessian's scale (2 / nsamples); the sums are freed.
+static void cross_reduce(MPI_Comm sc, sds_xsum_t **acc, float *out, size_t n, int64_t nsamples) {
+    sds_xsum_allreduce(sc, *acc, n);
+    sds_xsum_to_f32(*acc, out, n);
+    free(*acc);
+    *acc = NULL;
+    const float scale = (float)(2.0 / (double)nsamples);
+    for (size_t k = 0; k < n; k++) out[k] *= scale;
+}
+
 // (stage collective) Step 1 for layer l: the statistics of the dense layer on the pruned
 // model's activations (SDS, dense target: also the cross Gram K = X_s^T X_d per group, or on
 // the output route each sublayer's S = (Y_s - Y_d)^T X_s, and the sums of each sublayer's
@@ -731,36 +742,16 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
             if (!stage_ok(c, sds_hessian_finish(&hv[g]), &own)) return own;
         }
         if (!c->two_paths || ls->out_route[g]) continue;
-        sds_xsum_allreduce(sc, ls->Kacc[g], (size_t)n2);
-        sds_xsum_to_f32(ls->Kacc[g], K[g], (size_t)n2);
-        free(ls->Kacc[g]);
-        ls->Kacc[g] = NULL;
-        const float scale = (float)(2.0 / (double)N); // as the Hessian's
-        for (int i2 = 0; i2 < n2; i2++) K[g][i2] *= scale;
-        if (c->auto_mix) {
-            // held-out cross Gram on the same scale
-            sds_xsum_allreduce(sc, ls->Kvacc[g], (size_t)n2);
-            sds_xsum_to_f32(ls->Kvacc[g], Kv[g], (size_t)n2);
-            free(ls->Kvacc[g]);
-            ls->Kvacc[g] = NULL;
-            for (int i2 = 0; i2 < n2; i2++) Kv[g][i2] *= scale;
-        }
+        cross_reduce(sc, &ls->Kacc[g], K[g], (size_t)n2, N);
+        if (c->auto_mix) cross_reduce(sc, &ls->Kvacc[g], Kv[g], (size_t)n2, N); // held-out
     }
     for (int32_t i = 0; i < n_lin && c->two_paths; i++) {
         if (!ls->out_route[ls->lin_group[i]]) continue;
-        // the output route's S (and held-out Sv), on the Hessian's scale like K
+        // the output route's S (and held-out Sv)
         const sds_linear_ref r = sds_model_linear(m, l, i);
         const size_t nw = (size_t)(r.rows * r.cols);
-        const float scale = (float)(2.0 / (double)N);
-        for (int v = 0; v < (c->auto_mix ? 2 : 1); v++) {
-            sds_xsum_t **acc = v ? &ls->Svacc[i] : &ls->Sacc[i];
-            float *out = v ? ls->Sv[i] : ls->S[i];
-            sds_xsum_allreduce(sc, *acc, nw);
-            sds_xsum_to_f32(*acc, out, nw);
-            free(*acc);
-            *acc = NULL;
-            for (size_t k = 0; k < nw; k++) out[k] *= scale;
-        }
+        cross_reduce(sc, &ls->Sacc[i], ls->S[i], nw, N);
+        if (c->auto_mix) cross_reduce(sc, &ls->Svacc[i], ls->Sv[i], nw, N);
     }
     c->t_reduce += sds_now() - t0;
     return own;

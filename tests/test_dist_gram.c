@@ -121,6 +121,17 @@ static int64_t bound_bytes(const sds_dist_grid *g, int64_t T) {
 // above the mean; the blocks a rank computes for others are sds_dist_gram_foreign's count, and
 // all it computes sds_dist_gram_blocks'. Adds the blocks moved (over all ranks) to moved_blocks.
 static int64_t moved_blocks = 0;
+
+// Block (bi, bj)'s flops as the header weighs them, and its block-cyclic owner ("Row" order).
+static double block_weight(const sds_dist_grid *g, int64_t bi, int64_t bj) {
+    const double wi = (double)(g->n - bi * g->nb < g->nb ? g->n - bi * g->nb : g->nb);
+    const double wj = (double)(g->n - bj * g->nb < g->nb ? g->n - bj * g->nb : g->nb);
+    return bi == bj ? wi * (wi + 1) : 2 * wi * wj;
+}
+static int block_owner(const sds_dist_grid *g, int64_t bi, int64_t bj) {
+    return (int)((bi % g->nprow) * g->npcol + bj % g->npcol);
+}
+
 static void check_assignment(const sds_dist_grid *g, const char *name) {
     const int64_t B = (g->n + g->nb - 1) / g->nb;
     double *own = calloc((size_t)g_size, sizeof(double));
@@ -131,10 +142,8 @@ static void check_assignment(const sds_dist_grid *g, const char *name) {
     bool agree = true, in_range = true;
     for (int64_t bj = 0; bj < B; bj++)
         for (int64_t bi = 0; bi <= bj; bi++) {
-            const double wi = (double)(g->n - bi * g->nb < g->nb ? g->n - bi * g->nb : g->nb);
-            const double wj = (double)(g->n - bj * g->nb < g->nb ? g->n - bj * g->nb : g->nb);
-            const double w = bi == bj ? wi * (wi + 1) : 2 * wi * wj;
-            const int o = (int)((bi % g->nprow) * g->npcol + bj % g->npcol); // "Row" order
+            const double w = block_weight(g, bi, bj);
+            const int o = block_owner(g, bi, bj);
             const int r = sds_dist_gram_worker(g, bi, bj);
             int r0 = r;
             MPI_Bcast(&r0, 1, MPI_INT, 0, MPI_COMM_WORLD);
@@ -445,10 +454,8 @@ static int64_t check_assignment_shapes(void) {
             bool ok = true;
             for (int64_t bj = 0; bj < B; bj++)
                 for (int64_t bi = 0; bi <= bj; bi++) {
-                    const double a = (double)(g.n - bi * g.nb < g.nb ? g.n - bi * g.nb : g.nb);
-                    const double b = (double)(g.n - bj * g.nb < g.nb ? g.n - bj * g.nb : g.nb);
-                    const double w = bi == bj ? a * (a + 1) : 2 * a * b;
-                    const int o = (int)((bi % g.nprow) * g.npcol + bj % g.npcol);
+                    const double w = block_weight(&g, bi, bj);
+                    const int o = block_owner(&g, bi, bj);
                     const int r = sds_dist_gram_worker(&g, bi, bj);
                     if (r < 0 || r >= g.size) {
                         ok = false;
