@@ -6,11 +6,14 @@
 // For each width, R rounds (default 3), each timing three things one after the other on the
 // same random operands (uniform [-1, 1]; N sequences of S tokens, default 64 x 2048, cycling
 // through 4 distinct sequences so that the operands do not sit in cache):
-//   - "exact": the statistics of Wanda and SDS (src/hessian.h): each rank adds its share of
-//     the sequences (contiguous, as prune deals them) with sds_hessian_add, one ssyrk and one
+//   - "exact": the statistics of Wanda and SDS, and SparseGPT's up to prune's
+//     --local-hessian-max columns (default 2048: its local route, mpi/prune.c; the
+//     conversion there is only of the rank's piece, here of the whole H): each rank adds its share
+//     of the sequences (contiguous, as prune deals them) with sds_hessian_add, one ssyrk and one
 //     exact-sum conversion per sequence; then the exact sums' all-reduce and the conversion to
 //     H (sds_hessian_allreduce, sds_hessian_finish);
-//   - "grid": SparseGPT's (mpi/dist_gram.h): every rank adds its block-cyclic piece of every
+//   - "grid": SparseGPT's above --local-hessian-max (mpi/dist_gram.h): every rank adds its
+//   block-cyclic piece of every
 //     sequence's Gram on the P-rank grid (256 x 256 blocks, as prune), then converts it. Not
 //     counted: the broadcast of each sequence's inputs, which prune times as communication;
 //   - "sgemm": each rank computes the full X^T X (cblas_sgemm, beta 1) of its share of the
@@ -23,6 +26,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dist_gram.h"
 #include "hessian.h"
+#include "plan.h"
 #include "runtime.h"
 #include "sds_error.h"
 #include "xsum_mpi.h"
@@ -197,15 +201,18 @@ int main(int argc, char **argv) {
         const double full = 2.0 * (double)N * (double)S * (double)n * (double)n;
         const double ge = 1e-9 * tri / e, gg = 1e-9 * tri / gr, gm = 1e-9 * full / m;
         if (rank != 0) continue;
+        // (prune's default route for SparseGPT at this width; Wanda and SDS always take exact)
+        const char *sgpt = n <= SDS_LOCAL_HESSIAN_MAX ? "exact" : "grid";
         if (json)
             printf("{\"kind\": \"gram\", \"cols\": %lld, \"exact_seconds\": %.6f, "
                    "\"exact_gflops\": %.3f, \"grid_seconds\": %.6f, \"grid_gflops\": %.3f, "
-                   "\"sgemm_seconds\": %.6f, \"sgemm_gflops\": %.3f}\n",
-                   (long long)n, e, ge, gr, gg, m, gm);
+                   "\"sgemm_seconds\": %.6f, \"sgemm_gflops\": %.3f, \"sparsegpt_path\": "
+                   "\"%s\"}\n",
+                   (long long)n, e, ge, gr, gg, m, gm, sgpt);
         else
-            printf("cols %5lld | exact (Wanda, SDS) %8.3f s %6.1f GFLOP/s %.2f | grid (SparseGPT) "
-                   "%8.3f s %6.1f GFLOP/s %.2f | sgemm %8.3f s %6.1f GFLOP/s\n",
-                   (long long)n, e, ge, ge / gm, gr, gg, gg / gm, m, gm);
+            printf("cols %5lld | exact %8.3f s %6.1f GFLOP/s %.2f | grid %8.3f s %6.1f GFLOP/s "
+                   "%.2f | sgemm %8.3f s %6.1f GFLOP/s | SparseGPT's path: %s\n",
+                   (long long)n, e, ge, ge / gm, gr, gg, gg / gm, m, gm, sgpt);
         fflush(stdout);
     }
     MPI_Finalize();

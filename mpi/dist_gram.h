@@ -2,6 +2,8 @@
 // of mpi/dist_sparsegpt.h, so that no rank of a pipeline stage ever holds the whole (n, n) matrix.
 // The caller broadcasts every sequence's X_s (T tokens x n columns, row-major) to the G ranks of
 // the grid; each rank computes and sums only its own block-cyclic piece of X_s^T X_s.
+// prune takes this route for input groups wider than --local-hessian-max (default 2048); narrower
+// ones are summed whole on each rank from its own sequences (mpi/prune.c, local_hessian_piece).
 //
 // Bit for bit the same at any grid shape (1x1, 1x2, 2x2, 1x3, ...): each global nb x nb block
 // (I, J), I <= J, of one sequence's X^T X is one BLAS call (cblas_sgemm; cblas_ssyrk, upper

@@ -70,6 +70,10 @@ static const char *usage_text =
     "  --seed N           calibration window generator seed (default 0)\n"
     "  --blocksize B      SparseGPT column block (default 128)\n"
     "  --percdamp D       SparseGPT damping relative to mean(diag H) (default 0.01)\n"
+    "  --local-hessian-max C  SparseGPT: Hessians at most C columns wide are summed on each\n"
+    "                     rank from its own sequences and all-reduced; wider ones on the\n"
+    "                     stage's grid, no rank holding a whole one (default 2048; 0: all on\n"
+    "                     the grid)\n"
     "  --eval FILE        evaluate dense and pruned perplexity on FILE\n"
     "  --eval-max-windows K  evaluate only the first K windows\n"
     "  --json FILE        also write a JSON summary\n"
@@ -90,7 +94,7 @@ static const char *usage_text =
     "\n"
     "sds-mpi plan --model M [-np P] [--stages S] [--nsamples 128] [--seqlen N]\n"
     "             [--method M] [--sds-target T] [--sds-mix auto] [--sds-order O] [--eval]\n"
-    "             [--mem-per-rank GiB] [--machine FILE] [--json FILE]\n"
+    "             [--mem-per-rank GiB] [--machine FILE] [--json FILE] [--local-hessian-max C]\n"
     "  --model M          as for eval; a directory with only config.json is enough\n"
     "  -np P              ranks of the planned run (default: this run's)\n"
     "  --stages S         pipeline stages (default: the fewest whose peak fits --mem-per-rank)\n"
@@ -99,6 +103,7 @@ static const char *usage_text =
     "  --machine FILE     JSON constants (gemm_gflops, mpi_bw, mpi_lat, baseline_mib, ...)\n"
     "                     instead of measuring them here\n"
     "  --json FILE        also write the plan as JSON\n"
+    "  --local-hessian-max C  as for prune\n"
     "\n"
     "exit codes: 0 ok, 1 internal error, 2 usage, 3 input data, 4 numerical failure, 5 I/O,\n"
     "            75 checkpointed (resubmit with --resume)\n";
@@ -236,6 +241,7 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
     o->nsamples = 128;
     o->blocksize = 128;
     o->percdamp = 0.01;
+    o->local_hessian_max = SDS_LOCAL_HESSIAN_MAX;
     sds_sds_defaults(&o->sds);
     const char *method = NULL, *base = NULL;
     int sds_option = 0; // an --sds-* or --base option was given
@@ -272,7 +278,8 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         O_RESUME,
         O_CKPT_EVERY,
         O_STAGES,
-        O_ORDER
+        O_ORDER,
+        O_LOCALH
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"calib", required_argument, 0, O_CALIB},
@@ -307,6 +314,7 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
                                          {"checkpoint-every-layer", no_argument, 0, O_CKPT_EVERY},
                                          {"stages", required_argument, 0, O_STAGES},
                                          {"sds-order", required_argument, 0, O_ORDER},
+                                         {"local-hessian-max", required_argument, 0, O_LOCALH},
                                          {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
@@ -374,6 +382,9 @@ static int parse_prune(int argc, char **argv, sds_prune_opts *o) {
         case O_STAGES:
             SDS_TRY(parse_int("--stages", optarg, 1, &v));
             o->stages = v;
+            break;
+        case O_LOCALH:
+            SDS_TRY(parse_int("--local-hessian-max", optarg, 0, &o->local_hessian_max));
             break;
         case O_BASE:
             base = optarg;

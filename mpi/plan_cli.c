@@ -32,6 +32,7 @@ typedef struct {
     const char *model, *machine, *json;
     int64_t nranks, stages, nsamples, seqlen;
     int method, dense_target, auto_mix, eval, parallel;
+    int64_t local_hessian_max;
     double mem_per_rank; // bytes, 0 = this node's memory over its ranks
 } plan_opts;
 
@@ -51,6 +52,7 @@ static int parse(int argc, char **argv, plan_opts *o) {
     o->nsamples = 128;
     o->method = 2;
     o->dense_target = 1;
+    o->local_hessian_max = SDS_LOCAL_HESSIAN_MAX;
     enum {
         O_MODEL = 256,
         O_NP,
@@ -64,7 +66,8 @@ static int parse(int argc, char **argv, plan_opts *o) {
         O_EVAL,
         O_MEM,
         O_MACHINE,
-        O_JSON
+        O_JSON,
+        O_LOCALH
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"np", required_argument, 0, O_NP},
@@ -80,6 +83,7 @@ static int parse(int argc, char **argv, plan_opts *o) {
                                          {"mem-per-rank", required_argument, 0, O_MEM},
                                          {"machine", required_argument, 0, O_MACHINE},
                                          {"json", required_argument, 0, O_JSON},
+                                         {"local-hessian-max", required_argument, 0, O_LOCALH},
                                          {0, 0, 0, 0}};
     opterr = 0;
     optind = 1;
@@ -135,6 +139,9 @@ static int parse(int argc, char **argv, plan_opts *o) {
             break;
         case O_EVAL:
             o->eval = 1;
+            break;
+        case O_LOCALH:
+            SDS_TRY(opt_int("--local-hessian-max", optarg, 0, &o->local_hessian_max));
             break;
         case O_MEM: {
             char *end = NULL;
@@ -434,6 +441,7 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
     in.sds_auto_mix = in.sds_dense_target && o->auto_mix;
     in.sds_parallel = o->method == 3 && o->parallel;
     in.eval = o->eval;
+    in.local_hessian_max = o->local_hessian_max;
     in.load_extra_bytes = file_bytes;
     const int64_t L = in.cfg.n_layers;
     const int smax = (int64_t)in.nranks < L ? in.nranks : (int)L;

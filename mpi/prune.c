@@ -114,6 +114,8 @@ static json_t *options_json(const sds_prune_opts *o, int nranks) {
     json_object_set_new(j, "blocksize", json_integer(o->blocksize));
     json_object_set_new(j, "percdamp", json_real(o->percdamp));
     json_object_set_new(j, "ranks", json_integer(nranks));
+    if (o->method == SDS_METHOD_SPARSEGPT)
+        json_object_set_new(j, "local_hessian_max", json_integer(o->local_hessian_max));
     if (o->method == SDS_METHOD_SDS) {
         const sds_sds_opts *s = &o->sds;
         json_object_set_new(j, "base", json_string(sds_base_name(s->base)));
@@ -772,18 +774,32 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
 // 4 x 4 grid (12 blocks a side).
 enum { GRID_ROW_ALIGN = 32, GRID_NB = 256 };
 
+// A group at most --local-hessian-max columns wide takes the other route of SPEC 4 (sequences
+// split across ranks, the Hessian reduced onto the grid): each rank sums its own sequences' X^T X
+// (sds_hessian: one ssyrk per sequence, exact sums), the sums are all-reduced, and each rank
+// keeps its piece of H. No inputs are broadcast, every rank's share is its sequences' share
+// rather than its blocks' (3 block columns at 768 columns: 2.5 of 4.5 block-equivalents on one
+// of 2 ranks), and the calls are whole-width ssyrks; the price is a whole H and its exact sums
+// on every rank (24 bytes per entry of the upper triangle, 12.6 MB at 768 columns, 50 MB at
+// 2048). The exact sums make both routes independent of the rank count, and the route depends
+// on the width only; the two routes' per-sequence fp32 products agree except where OpenBLAS's
+// ssyrk and its per-block calls round differently (mpi/dist_gram.h).
 typedef struct {
     sds_dist_gram dg[SDS_CAPTURE_GROUPS];
-    float *A[SDS_CAPTURE_GROUPS];    // (local) H's piece, upper triangle; then U^T below it
-    float *diag[SDS_CAPTURE_GROUPS]; // (cols) diag(H), every rank
-    float *cap[SDS_CAPTURE_GROUPS];  // (T, cols) this rank's sequence's input
-    float *rbuf[SDS_CAPTURE_GROUPS]; // (T, cols) another rank's, as broadcast
+    int local[SDS_CAPTURE_GROUPS];     // the group takes the local route
+    sds_hessian h[SDS_CAPTURE_GROUPS]; // its sums, until its piece is made
+    int add_rc;                        // the local route's first failure while capturing
+    float *A[SDS_CAPTURE_GROUPS];      // (local) H's piece, upper triangle; then U^T below it
+    float *diag[SDS_CAPTURE_GROUPS];   // (cols) diag(H), every rank
+    float *cap[SDS_CAPTURE_GROUPS];    // (T, cols) this rank's sequence's input
+    float *rbuf[SDS_CAPTURE_GROUPS];   // (T, cols) another rank's, as broadcast
     int64_t cols[SDS_CAPTURE_GROUPS];
 } grid_stats;
 
 static void grid_stats_free(grid_stats *gs) {
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
         sds_dist_gram_free(&gs->dg[g]);
+        sds_hessian_free(&gs->h[g]);
         free(gs->A[g]);
         free(gs->diag[g]);
         free(gs->cap[g]);
@@ -795,6 +811,10 @@ static void grid_stats_free(grid_stats *gs) {
 static void grid_capture(void *ctx, int32_t group, const float *x, int64_t T, int64_t cols) {
     grid_stats *gs = ctx;
     SDS_ASSERT(group >= 0 && group < SDS_CAPTURE_GROUPS && gs->cols[group] == cols);
+    if (gs->local[group]) {
+        if (gs->add_rc == SDS_OK) gs->add_rc = sds_hessian_add(&gs->h[group], x, 1, T);
+        return;
+    }
     memcpy(gs->cap[group], x, (size_t)(T * cols) * sizeof(float));
 }
 
@@ -833,6 +853,41 @@ static void grid_free(run_ctx *c) {
         if (c->grids[g].n != 0) sds_dist_grid_free(&c->grids[g]);
 }
 
+// The local route's H for group g, from the exact sums of every stage rank's sequences (already
+// all-reduced): this rank converts only its block-cyclic piece's entries (upper triangle) and the
+// diagonal, with sds_hessian_finish's arithmetic (the conversion to fp32, then the scale 2 / N).
+static int local_hessian_piece(run_ctx *c, grid_stats *gs, int32_t g) {
+    sds_hessian *h = &gs->h[g];
+    const sds_dist_grid *gr = &c->grids[g];
+    const int64_t n = h->cols;
+    const float scale = (float)(2.0 / (double)c->o->nsamples);
+    free(h->H); // (one sequence's scratch)
+    h->H = NULL;
+    gs->A[g] =
+        sds_malloc((size_t)gr->lld * (size_t)gr->nloc * sizeof(float) + 1, "the Hessian's piece");
+    gs->diag[g] = sds_malloc((size_t)n * sizeof(float), "the Hessian's diagonal");
+    if (!gs->A[g] || !gs->diag[g]) return SDS_ERR_IO;
+    // h->acc: the upper triangle row by row; row i starts at i n - i (i - 1) / 2
+    for (int64_t il = 0; il < gr->mloc; il++) {
+        const int64_t i = sds_dist_grid_row_global(gr, il);
+        const sds_xsum_t *row = h->acc + (i * n - i * (i - 1) / 2) - i; // row[j], j >= i
+        for (int64_t jl = 0; jl < gr->nloc; jl++) {
+            const int64_t j = sds_dist_grid_col_global(gr, jl);
+            if (j < i) continue;
+            float v;
+            sds_xsum_to_f32(row + j, &v, 1);
+            gs->A[g][jl * gr->lld + il] = v * scale;
+        }
+    }
+    for (int64_t j = 0; j < n; j++) {
+        float v;
+        sds_xsum_to_f32(h->acc + (j * n - j * (j - 1) / 2), &v, 1);
+        gs->diag[g][j] = v * scale;
+    }
+    sds_hessian_free(h);
+    return SDS_OK;
+}
+
 // (stage collective) Step 1 on the grid for layer l: H's pieces and its diagonal per group.
 // Sequences go round by round: each rank runs the dense layer on its next sequence, then every
 // rank's captured inputs are broadcast in turn and every rank adds its piece of their Gram.
@@ -847,6 +902,11 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
         const int32_t g = r.group;
         if (gs->cols[g] != 0) continue;
         gs->cols[g] = r.cols;
+        if (r.cols <= c->o->local_hessian_max) {
+            gs->local[g] = 1;
+            rc = sds_hessian_init(&gs->h[g], r.cols, SDS_HESSIAN_GRAM);
+            continue;
+        }
         rc = sds_dist_gram_init(&gs->dg[g], &c->grids[g], T);
         gs->cap[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "captured inputs");
         gs->rbuf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "broadcast inputs");
@@ -877,7 +937,7 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
             const int64_t nj = N * (j + 1) / G - N * j / G;
             if (k >= nj) continue;
             for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
-                if (gs->cols[g] == 0) continue;
+                if (gs->cols[g] == 0 || gs->local[g]) continue;
                 float *buf = j == c->si.srank ? gs->cap[g] : gs->rbuf[g];
                 const double tb = sds_now();
                 MPI_Bcast(buf, (int)(T * gs->cols[g]), MPI_FLOAT, j, sc);
@@ -889,14 +949,26 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
             }
         }
     }
+    if (rc == SDS_OK) rc = gs->add_rc;
     int64_t piece = 0;
-    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) piece += gs->dg[g].peak_bytes;
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
+        const int64_t n = gs->h[g].cols;
+        piece += gs->dg[g].peak_bytes + 16 * (n * (n + 1) / 2) + 4 * n * n;
+    }
     if (piece > c->grid_piece_peak) c->grid_piece_peak = piece;
     if (buf_bytes > c->grid_buffer_peak) c->grid_buffer_peak = buf_bytes;
     if (!stage_ok(c, rc, &own)) return own;
+    const double tr = sds_now();
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
+        if (gs->local[g]) sds_hessian_allreduce(c->si.scomm, &gs->h[g]);
+    c->t_reduce += sds_now() - tr;
     const double t0 = sds_now();
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && rc == SDS_OK; g++) {
         if (gs->cols[g] == 0) continue;
+        if (gs->local[g]) {
+            rc = local_hessian_piece(c, gs, g);
+            continue;
+        }
         free(gs->cap[g]);
         free(gs->rbuf[g]);
         gs->cap[g] = gs->rbuf[g] = NULL;
@@ -908,9 +980,10 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
     }
     if (!stage_ok(c, rc, &own)) return own;
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
-        if (gs->cols[g] != 0) sds_dist_gram_exchange(&gs->dg[g], gs->A[g]);
+        if (gs->cols[g] != 0 && !gs->local[g]) sds_dist_gram_exchange(&gs->dg[g], gs->A[g]);
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++)
-        if (gs->cols[g] != 0) sds_dist_grid_diag(&c->grids[g], gs->A[g], gs->diag[g]);
+        if (gs->cols[g] != 0 && !gs->local[g])
+            sds_dist_grid_diag(&c->grids[g], gs->A[g], gs->diag[g]);
     c->t_stats += sds_now() - t0;
     return own;
 }
@@ -1099,6 +1172,7 @@ static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model
     in.sds_adjust_iters = o->sds.adjust_iters;
     in.sds_adjust_nesterov = o->sds.adjust_nesterov;
     in.sds_parallel = in.method == SDS_METHOD_SDS && o->sds_parallel;
+    in.local_hessian_max = o->local_hessian_max;
     sds_plan_machine mc;
     sds_plan_machine_default(&mc);
     *S = sds_plan_default_stages(&in, &mc, mem);

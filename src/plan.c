@@ -291,12 +291,19 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         // while the statistics run; then each group's fp32 piece of H, and for the sublayer
         // being pruned the tile algorithms' panels (a column and a row of tiles), the dense copy
         // of W, the row shard's mask, the leader's whole mask, and the sweep's panel and slab
+        // A group at most --local-hessian-max wide (mpi/prune.c's local route): its whole H's
+        // exact sums (16 B per entry of the upper triangle) and fp32 scratch on every rank, no
+        // inputs but the rank's own; then the same piece.
         double grid_held = 0.0, grid_stats = 0.0, grid_prune = 0.0;
         if (in->method == 2) {
             for (int q = 0; q < pl.n_groups; q++) {
                 double ml, nlc;
                 const double cc = pl.group_cols[q], pe = grid_piece(cc, G, &ml, &nlc);
                 grid_held += 4.0 * pe;
+                if (cc <= (double)in->local_hessian_max) {
+                    grid_stats += 16.0 * cc * (cc + 1.0) / 2.0 + 4.0 * cc * cc - 4.0 * pe;
+                    continue;
+                }
                 // (only blocks on or above the diagonal are computed: the others' pages of the
                 // sums are never touched, so they are not resident; with G > 1 the blocks are
                 // shared out by work, and a rank may compute up to one block more than its
@@ -358,8 +365,17 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         // (the grid path: every rank its piece of every sequence's Gram, one sgemm per 256-wide
         // block and sequence; such calls, like the tile algorithms' below, ran at about half the
         // 1024^3 sgemm rate the constants measure: PLAN_GRID_RATE)
-        const double gram_flops =
-            in->method == 2 ? N * T * gram_flops_tok / G / PLAN_GRID_RATE : tok * gram_flops_tok;
+        // (--local-hessian-max's groups: each rank its own sequences, as the exact path)
+        double gram_flops = tok * gram_flops_tok;
+        if (in->method == 2) {
+            gram_flops = 0.0;
+            for (int q = 0; q < pl.n_groups; q++) {
+                const double cc = pl.group_cols[q];
+                gram_flops += cc <= (double)in->local_hessian_max
+                                  ? tok * cc * cc
+                                  : N * T * cc * cc / G / PLAN_GRID_RATE;
+            }
+        }
         // softmax over the causal scores (heads x T(T+1)/2 per sequence) and Llama's SiLU
         // (T x F): expf-bound, not BLAS
         const double exps =
@@ -403,10 +419,17 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         // from the stage's ranks in parallel to the next stage's)
         st->allreduce_s = nl * pl.n_groups * allreduce_s(gram_bytes / pl.n_groups, G, mc);
         if (in->method == 2) {
-            // the grid: every sequence's inputs broadcast over the stage, the scalars reduced
-            double in_cols = 0.0;
-            for (int q = 0; q < pl.n_groups; q++) in_cols += pl.group_cols[q];
-            st->allreduce_s = nl * N * bcast_s(T * in_cols * F4, G, mc);
+            // the grid: every sequence's inputs broadcast over the stage, the scalars reduced;
+            // the local route: the exact sums all-reduced
+            double in_cols = 0.0, sums = 0.0;
+            for (int q = 0; q < pl.n_groups; q++) {
+                const double cc = pl.group_cols[q];
+                if (cc <= (double)in->local_hessian_max)
+                    sums += allreduce_s(16.0 * cc * (cc + 1.0) / 2.0, G, mc);
+                else
+                    in_cols += cc;
+            }
+            st->allreduce_s = nl * (N * bcast_s(T * in_cols * F4, G, mc) + sums);
         }
         double bc = 0.0;
         for (int i = 0; i < pl.n; i++) bc += bcast_s(pl.rows[i] * pl.cols[i] * F4, G, mc);

@@ -21,6 +21,11 @@ typedef struct {
     double exp_s;     // seconds per element of a softmax or SiLU (an expf and a few passes)
 } sds_plan_machine;
 
+// prune --local-hessian-max's default: SparseGPT sums a Hessian at most this wide on every rank
+// from the rank's own sequences and all-reduces the exact sums (16 bytes per entry of the upper
+// triangle: 32 MiB at 2048 columns); a wider one goes on the stage's BLACS grid.
+#define SDS_LOCAL_HESSIAN_MAX 2048
+
 typedef struct {
     sds_model_config cfg;
     int nranks, stages;
@@ -36,6 +41,9 @@ typedef struct {
     // sds_adjust_given is set; else sds_sds_defaults'
     int sds_adjust_given, sds_adjust_iters, sds_adjust_nesterov;
     int sds_parallel; // SDS: --sds-order parallel (a stage keeps its layers until their SDS)
+    // SparseGPT: input groups at most this many columns wide sum their Hessian whole on every
+    // rank (prune --local-hessian-max); wider ones on the stage's grid. 0: all on the grid
+    int64_t local_hessian_max;
 } sds_plan_input;
 
 // Bytes one rank holds at its peak, by kind.

@@ -113,7 +113,8 @@ def main():
                (["--method", "sparsegpt", "--sds-target", "dense"], "--method sds"),
                (["--method", "sds", "--base", "obs"], "--base"),
                (["--method", "sds", "--sds-solver", "adam"], "--sds-solver"),
-               (["--method", "sds", "--sds-mix", "1.5"], "--sds-mix")]
+               (["--method", "sds", "--sds-mix", "1.5"], "--sds-mix"),
+               (["--method", "sparsegpt", "--local-hessian-max", "-5"], "--local-hessian-max")]
         for over, needle in bad:
             argv = ["prune", "--model", model, "--calib", fx.WIKI, "--sparsity", "2:4", "--nsamples", "2",
                     "--seqlen", "64", "--out", os.path.join(tmp, "err.h5")] + over

@@ -148,7 +148,10 @@ def main():
         text = os.path.join(tmp, "eval.txt")
         with open(text, "w", encoding="utf-8") as fh:
             fh.write(open(fx.WIKI, encoding="utf-8").read()[:12000])
-        cases = [("opt-preln", "sparsegpt", "2:4", []), ("llama-gqa", "sparsegpt", "0.5", []),
+        # (SparseGPT's Hessians: the fixtures' widths take the local route by default; the OPT
+        # case puts every one on the stage's grid)
+        cases = [("opt-preln", "sparsegpt", "2:4", ["--local-hessian-max", "0"]),
+                 ("llama-gqa", "sparsegpt", "0.5", []),
                  ("opt-postln-proj", "wanda", "2:4", []), ("llama-tied-bias", "magnitude", "4:8", []),
                  ("opt-preln", "sds", "2:4", ["--base", "sparsegpt"]),
                  ("llama-gqa", "sds", "2:4", ["--base", "wanda", "--sds-mix", "auto"]),
@@ -213,11 +216,12 @@ def main():
                 report(exp[1] is not None and exp[1] == exp[2],
                        "%s: --export-hf writes the same safetensors with 2 stages as with 1" % base)
 
-        # SparseGPT on each stage's BLACS grid: a rank holds about 1/G of the Hessians (the
-        # exact sums of the 256 x 256 blocks on or above the diagonal that it computes, 16
-        # bytes per entry while the statistics run; then H's fp32 piece, factored in place),
-        # plus buffers that do not scale (a sequence's inputs, one tile, the sweep's panel).
-        # prune reports the largest rank's bytes of each (mpi/dist_gram.h states the bound).
+        # SparseGPT on each stage's BLACS grid (--local-hessian-max 0): a rank holds about 1/G
+        # of the Hessians (the exact sums of the 256 x 256 blocks on or above the diagonal that
+        # it computes, 16 bytes per entry while the statistics run; then H's fp32 piece, factored
+        # in place), plus buffers that do not scale (a sequence's inputs, one tile, the sweep's
+        # panel). prune reports the largest rank's bytes of each (mpi/dist_gram.h states the
+        # bound).
         model = fx.make_opt("plan-opt")
         cfg = json.load(open(os.path.join(model, "config.json")))
         C, F = cfg["hidden_size"], cfg["ffn_dim"]
@@ -234,7 +238,7 @@ def main():
             out = os.path.join(tmp, "grid%d.h5" % np_)
             args = ["prune", "--model", model, "--calib", fx.WIKI, "--method", "sparsegpt",
                     "--sparsity", "0.5", "--nsamples", "4", "--seqlen", "32", "--out", out,
-                    "--json", out + ".json"]
+                    "--json", out + ".json", "--local-hessian-max", "0"]
             rc, so, se, codes = sds_run.run(np_, args)
             report(codes == [0] * np_, "plan-opt sparsegpt at %d ranks: exit codes %s" % (np_, codes))
             if codes != [0] * np_:
@@ -259,6 +263,28 @@ def main():
                        "%d ranks: the largest rank holds %d bytes of the distributed Hessians, "
                        "%.3f of 1 rank's (bound 1.1 / %d and one block per group: %d)"
                        % (G, piece[G], piece[G] / piece[1], G, allow))
+        # The local route (the default at widths up to 2048): each rank sums its own sequences'
+        # Grams, the exact sums are all-reduced and each rank keeps its piece. Against the grid's
+        # result: the per-sequence products are the same calls' up to OpenBLAS's ssyrk against
+        # its per-block sgemm (mpi/dist_gram.h: the same bits with this machine's kernels, so
+        # identical here; a tolerance for kernels that round the two differently).
+        if ref is not None:
+            out = os.path.join(tmp, "local2.h5")
+            args = ["prune", "--model", model, "--calib", fx.WIKI, "--method", "sparsegpt",
+                    "--sparsity", "0.5", "--nsamples", "4", "--seqlen", "32", "--out", out,
+                    "--json", out + ".json"]
+            rc, so, se, codes = sds_run.run(2, args)
+            report(codes == [0, 0], "plan-opt sparsegpt, local route at 2 ranks: exit codes %s" % codes)
+            if codes == [0, 0]:
+                got = read(out)
+                agree = np.mean([np.mean(ref[1][n] == got[1][n]) for n in ref[1]])
+                same = all(np.array_equal(ref[0][n], got[0][n]) for n in ref[0])
+                report(agree >= 0.995, "local route vs the grid's 1-rank run: masks agree on "
+                       "%.4f%% of entries (weights identical: %s)" % (100 * agree, same))
+                whole = sum(16 * n * (n + 1) // 2 + 4 * n * n for n in (C, C, C, F))
+                held = json.load(open(out + ".json"))["grid_piece_bytes_max"]
+                report(held >= whole, "local route: each rank holds the whole Hessians' sums "
+                       "(%d bytes >= %d)" % (held, whole))
 
         # errors, agreed on every rank
         model = fx.make_opt("opt-preln")
