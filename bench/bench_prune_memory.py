@@ -9,8 +9,13 @@ What a rank must hold in the current (sequential, issue 4) flow, from the model'
   - the model's fp32 weights (every rank holds the whole model until stages exist, issue 5);
   - its share of the calibration activations, ceil(nsamples / P) x seqlen x hidden x 4 bytes
     (twice for SDS with the dense target, which carries the dense path too);
-  - the statistics of one layer: a cols^2 fp32 Hessian per input group (x2 for SDS's dense
-    target: G and the cross Gram K) plus one cols^2 SparseGPT factor;
+  - the statistics of one layer while its sequences are added: per input group a cols^2 fp32
+    Gram and the exact sums of its upper triangle (16 bytes an entry, src/xsum.h); for SDS's
+    dense target also the cross Gram K (fp32 and 16-byte sums, cols^2 each) of the groups on
+    the K route, and the term S (rows x cols, the same) of the sublayers on the output route
+    (sds_sds_output_route: a group's rows fewer than its cols, here down_proj), and one
+    sequence's copies of the group inputs and sublayer outputs; plus one cols^2 SparseGPT
+    factor (all summed, though the sums are freed before the factor exists: an upper bound);
   - one sequence of forward scratch (q, k, v, attention, FFN, scores), a few x seqlen x F x 4;
   - the calibration ids (nsamples x seqlen x 4) and the model's vocabulary/tokenizer.
 The report is peak / that sum; the difference is the process baseline (MPI, OpenBLAS buffers,
@@ -49,10 +54,19 @@ def must_hold(s, np_, nsamples, seqlen, method):
     C, F, T = s["hidden"], s["ffn"], seqlen
     n_local = -(-nsamples // np_)
     two = method == "sds"
+    # Llama's input groups (q/k/v, o, gate/up: C wide, as SmolLM2's heads x head_dim is C; down:
+    # F wide) and their sublayers' rows
+    groups = [(C, 3 * C), (C, C), (C, 2 * F), (F, C)]
+    stats = sum(4 * c * c + 16 * c * (c + 1) // 2 for c, _ in groups) + 4 * F * F
+    if two:
+        for c, rows in groups:
+            out_route = rows < c
+            stats += 20 * (rows * c if out_route else c * c)  # K or S: fp32 and exact sums
+            stats += T * c * 4 * (1 if out_route else 2) + T * rows * 4  # inputs, outputs
     parts = {
         "weights": s["params"] * 4,
         "activations": n_local * T * C * 4 * (2 if two else 1),
-        "statistics": (3 * C * C + F * F) * 4 * (2 if two else 1) + F * F * 4,
+        "statistics": stats,
         "scratch": (6 * T * C + 3 * T * F + T * T) * 4,
         "calibration ids": nsamples * T * 4,
     }
