@@ -780,7 +780,7 @@ enum { GRID_ROW_ALIGN = 32, GRID_NB = 256 };
 // keeps its piece of H. No inputs are broadcast, every rank's share is its sequences' share
 // rather than its blocks' (3 block columns at 768 columns: 2.5 of 4.5 block-equivalents on one
 // of 2 ranks), and the calls are whole-width ssyrks; the price is a whole H and its exact sums
-// on every rank (24 bytes per entry of the upper triangle, 12.6 MB at 768 columns, 50 MB at
+// on every rank (24 bytes per entry of the upper triangle, 7.1 MB at 768 columns, 50 MB at
 // 2048). The exact sums make both routes independent of the rank count, and the route depends
 // on the width only; the two routes' per-sequence fp32 products agree except where OpenBLAS's
 // ssyrk and its per-block calls round differently (mpi/dist_gram.h).
