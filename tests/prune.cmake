@@ -33,3 +33,7 @@ target_link_libraries(bench_xsum PRIVATE sds_core)
 # Benchmark (not a test): Hessian accumulation as prune runs it, at any rank count (mpirun).
 add_executable(bench_gram ${PROJECT_SOURCE_DIR}/bench/bench_gram.c)
 target_link_libraries(bench_gram PRIVATE sds_mpi)
+
+find_package(Threads REQUIRED)
+add_executable(bench_blas_pairs ${PROJECT_SOURCE_DIR}/bench/bench_blas_pairs.c)
+target_link_libraries(bench_blas_pairs PRIVATE sds_core Threads::Threads)
