@@ -855,35 +855,26 @@ static void grid_free(run_ctx *c) {
 
 // The local route's H for group g, from the exact sums of every stage rank's sequences (already
 // all-reduced): this rank converts only its block-cyclic piece's entries (upper triangle) and the
-// diagonal, with sds_hessian_finish's arithmetic (the conversion to fp32, then the scale 2 / N).
+// diagonal (sds_hessian_entry: sds_hessian_finish's arithmetic).
 static int local_hessian_piece(run_ctx *c, grid_stats *gs, int32_t g) {
     sds_hessian *h = &gs->h[g];
     const sds_dist_grid *gr = &c->grids[g];
     const int64_t n = h->cols;
-    const float scale = (float)(2.0 / (double)c->o->nsamples);
+    h->nseq = c->o->nsamples;
     free(h->H); // (one sequence's scratch)
     h->H = NULL;
     gs->A[g] =
         sds_malloc((size_t)gr->lld * (size_t)gr->nloc * sizeof(float) + 1, "the Hessian's piece");
     gs->diag[g] = sds_malloc((size_t)n * sizeof(float), "the Hessian's diagonal");
     if (!gs->A[g] || !gs->diag[g]) return SDS_ERR_IO;
-    // h->acc: the upper triangle row by row; row i starts at i n - i (i - 1) / 2
     for (int64_t il = 0; il < gr->mloc; il++) {
         const int64_t i = sds_dist_grid_row_global(gr, il);
-        const sds_xsum_t *row = h->acc + (i * n - i * (i - 1) / 2) - i; // row[j], j >= i
         for (int64_t jl = 0; jl < gr->nloc; jl++) {
             const int64_t j = sds_dist_grid_col_global(gr, jl);
-            if (j < i) continue;
-            float v;
-            sds_xsum_to_f32(row + j, &v, 1);
-            gs->A[g][jl * gr->lld + il] = v * scale;
+            if (j >= i) gs->A[g][jl * gr->lld + il] = sds_hessian_entry(h, i, j);
         }
     }
-    for (int64_t j = 0; j < n; j++) {
-        float v;
-        sds_xsum_to_f32(h->acc + (j * n - j * (j - 1) / 2), &v, 1);
-        gs->diag[g][j] = v * scale;
-    }
+    for (int64_t j = 0; j < n; j++) gs->diag[g][j] = sds_hessian_entry(h, j, j);
     sds_hessian_free(h);
     return SDS_OK;
 }
@@ -952,8 +943,8 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
     if (rc == SDS_OK) rc = gs->add_rc;
     int64_t piece = 0;
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
-        const int64_t n = gs->h[g].cols;
-        piece += gs->dg[g].peak_bytes + 16 * (n * (n + 1) / 2) + 4 * n * n;
+        const int64_t n = gs->h[g].cols; // (the local route: its sums and fp32 scratch)
+        piece += gs->dg[g].peak_bytes + 16 * sds_hessian_packed_len(&gs->h[g]) + 4 * n * n;
     }
     if (piece > c->grid_piece_peak) c->grid_piece_peak = piece;
     if (buf_bytes > c->grid_buffer_peak) c->grid_buffer_peak = buf_bytes;

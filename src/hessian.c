@@ -118,6 +118,14 @@ int sds_hessian_finish(sds_hessian *h) {
     return SDS_OK;
 }
 
+float sds_hessian_entry(const sds_hessian *h, int64_t i, int64_t j) {
+    SDS_ASSERT(h->acc && h->nseq > 0 && 0 <= i && i <= j && j < h->cols);
+    // the packed upper triangle, row by row: row i starts at i cols - i (i - 1) / 2
+    float v;
+    sds_xsum_to_f32(h->acc + (i * h->cols - i * (i - 1) / 2) + (j - i), &v, 1);
+    return v * (float)(2.0 / (double)h->nseq);
+}
+
 void sds_hessian_free(sds_hessian *h) {
     free_acc(h);
     free(h->H);

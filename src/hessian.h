@@ -49,6 +49,10 @@ int sds_hessian_add(sds_hessian *h, const float *X, int64_t nseq, int64_t tokens
 // finish: H and wanda from the exact sums, scaled by the sequence count, the lower triangle
 // filled; frees the accumulators. Input error if nothing was added.
 int sds_hessian_finish(sds_hessian *h);
+// One entry H[i][j], i <= j, straight from the exact sums, with finish's arithmetic (the same
+// bits): for a caller that needs only some entries (prune's block-cyclic piece) and so skips
+// finish. The sums must be complete (all-reduced) and nseq set.
+float sds_hessian_entry(const sds_hessian *h, int64_t i, int64_t j);
 void sds_hessian_free(sds_hessian *h);
 
 // Relative reconstruction error of a pruned weight from the Hessian (SPEC 2.5's objective):

@@ -162,6 +162,15 @@ static double prune_sublayer_s(const sds_plan_input *in, const sds_plan_machine 
 // reach: measured on SmolLM2 (576 and 1536 wide, 4 x 128 tokens, 2 ranks) 37% for the pruning
 // and less for the Grams; OPT-shaped 512/2048 about 60%. Counted as 1/2.
 #define PLAN_GRID_RATE 0.5
+// prune's local route for a SparseGPT group this wide (--local-hessian-max), and the bytes of
+// its exact sums (16 per entry of the upper triangle), held on every rank and all-reduced
+static int local_route(const sds_plan_input *in, double cols) {
+    return cols <= (double)in->local_hessian_max;
+}
+static double local_sums(double cols) {
+    return 16.0 * cols * (cols + 1.0) / 2.0;
+}
+
 static double grid_piece(double cols, int G, double *mloc, double *nloc) {
     int pr = 1;
     for (int d = 1; d * d <= G; d++)
@@ -300,8 +309,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
                 double ml, nlc;
                 const double cc = pl.group_cols[q], pe = grid_piece(cc, G, &ml, &nlc);
                 grid_held += 4.0 * pe;
-                if (cc <= (double)in->local_hessian_max) {
-                    grid_stats += 16.0 * cc * (cc + 1.0) / 2.0 + 4.0 * cc * cc - 4.0 * pe;
+                if (local_route(in, cc)) {
+                    grid_stats += local_sums(cc) + 4.0 * cc * cc - 4.0 * pe;
                     continue;
                 }
                 // (only blocks on or above the diagonal are computed: the others' pages of the
@@ -371,9 +380,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             gram_flops = 0.0;
             for (int q = 0; q < pl.n_groups; q++) {
                 const double cc = pl.group_cols[q];
-                gram_flops += cc <= (double)in->local_hessian_max
-                                  ? tok * cc * cc
-                                  : N * T * cc * cc / G / PLAN_GRID_RATE;
+                gram_flops +=
+                    local_route(in, cc) ? tok * cc * cc : N * T * cc * cc / G / PLAN_GRID_RATE;
             }
         }
         // softmax over the causal scores (heads x T(T+1)/2 per sequence) and Llama's SiLU
@@ -424,8 +432,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
             double in_cols = 0.0, sums = 0.0;
             for (int q = 0; q < pl.n_groups; q++) {
                 const double cc = pl.group_cols[q];
-                if (cc <= (double)in->local_hessian_max)
-                    sums += allreduce_s(16.0 * cc * (cc + 1.0) / 2.0, G, mc);
+                if (local_route(in, cc))
+                    sums += allreduce_s(local_sums(cc), G, mc);
                 else
                     in_cols += cc;
             }
