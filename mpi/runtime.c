@@ -11,22 +11,37 @@
 void sds_runtime_blas_core_fix(int argc, char **argv) {
     (void)argc;
     const char *off = getenv("SDS_BLAS_CORETYPE_FIX");
-    if (getenv("OPENBLAS_CORETYPE") || (off && !strcmp(off, "0"))) return;
-    const char *core = openblas_get_corename();
-    if (!core || strcmp(core, "Prescott") != 0) return;
-    __builtin_cpu_init();
     const char *want = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        want = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        want = "Haswell";
-    if (!want) return;
-    // OpenBLAS picks its kernels when it is loaded: only a fresh image sees the variable.
-    setenv("OPENBLAS_CORETYPE", want, 1);
-    setenv("SDS_BLAS_CORETYPE_FIXED", want, 1);
+    if (!getenv("OPENBLAS_CORETYPE") && !(off && !strcmp(off, "0"))) {
+        const char *core = openblas_get_corename();
+        if (core && !strcmp(core, "Prescott")) {
+            __builtin_cpu_init();
+            if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+                want = "SkylakeX";
+            else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+                want = "Haswell";
+        }
+    }
+    // OpenBLAS's pthread workers spin for 2^28 cycles after each threaded call by default,
+    // taking a core from the Grams that src/hessian.h (batches) and mpi/dist_gram.h (threads)
+    // run on our own threads (bench/bench_blas_pairs.c: two at once 0.53 of sgemm with the
+    // workers spinning, 1.05 with the timeout at 4); the forward pass does not slow down
+    // measurably with them sleeping at once. Not needed with one BLAS thread.
+    const char *toff = getenv("SDS_BLAS_TIMEOUT_FIX"), *nt = getenv("OPENBLAS_NUM_THREADS");
+    const int timeout = !getenv("OPENBLAS_THREAD_TIMEOUT") && !(toff && !strcmp(toff, "0")) &&
+                        !(nt && !strcmp(nt, "1"));
+    if (!want && !timeout) return;
+    // OpenBLAS reads both when it is loaded: only a fresh image sees them.
+    if (want) {
+        setenv("OPENBLAS_CORETYPE", want, 1);
+        setenv("SDS_BLAS_CORETYPE_FIXED", want, 1);
+    }
+    if (timeout) setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
     execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_CORETYPE"); // exec failed: carry on with the slow kernels
+    // exec failed: carry on as loaded
+    if (want) unsetenv("OPENBLAS_CORETYPE");
+    if (timeout) unsetenv("OPENBLAS_THREAD_TIMEOUT");
 }
 
 int sds_runtime_blas_threads(MPI_Comm comm) {
