@@ -9,6 +9,7 @@
 // Distributed use: every rank adds its own sequences, the accumulators `acc` and `sq_acc` are
 // summed across ranks (mpi/xsum_mpi.h: sds_hessian_allreduce), then each rank calls finish.
 #pragma once
+#include "threads.h"
 #include "xsum.h"
 
 #include <stdint.h>
@@ -16,6 +17,12 @@
 // The largest entry of one sequence's Gram (or sum of squares) that the exact sums take: room
 // for 2^16 sequences below 2^62 (src/xsum.h). At 2048 tokens, activations up to ~1.6e5.
 #define SDS_HESSIAN_XSUM_LIMIT 70368744177664.0 // 2^46
+// The most sequences sds_hessian_batch computes at once (threads beyond it are not used).
+#define SDS_HESSIAN_MAX_BATCH SDS_THREADS_MAX
+// The widest Gram sds_hessian_batch batches: wider ones keep OpenBLAS's threaded ssyrk, which
+// reaches 0.87 of its sgemm at 3072 columns and 2 threads (bench/bench_gram.c) while a batch
+// would hold k - 1 more (cols x cols) matrices (3 x 3.3 GB at OPT-30B's fc2 input, 4 threads).
+#define SDS_HESSIAN_BATCH_MAX_COLS 2048
 
 enum {
     SDS_HESSIAN_GRAM = 1, // accumulate H
@@ -34,6 +41,14 @@ typedef struct {
     // exact sums until finish (then freed): the upper triangle of sum_s X_s^T X_s, row by row,
     // cols (cols + 1) / 2 entries; and sum of x_j^2 (cols)
     sds_xsum_t *acc, *sq_acc;
+    // sds_hessian_batch: the Grams of `batch` sequences at once, one per thread (0: off).
+    // Up to batch - 1 sequences wait, copied, in pend (pend_cap tokens each, npend of them,
+    // their token counts in pend_T), and the other threads' fp32 scratch Hx ((batch - 1) x
+    // cols x cols)
+    int32_t batch, npend;
+    int64_t pend_cap;
+    int64_t *pend_T;
+    float *pend, *Hx;
 } sds_hessian;
 
 // Packed length of h->acc: cols (cols + 1) / 2.
@@ -44,6 +59,20 @@ int sds_hessian_init(sds_hessian *h, int64_t cols, int32_t flags);
 // call (ssyrk) per sequence, in order: the raw sum is the same, bit for bit, whether sequences
 // come one per call or several per call.
 int sds_hessian_add(sds_hessian *h, const float *X, int64_t nseq, int64_t tokens);
+// Batches, for a rank with several BLAS threads (OpenBLAS's threaded ssyrk reaches 0.7-0.8 of
+// its threaded sgemm at these widths): from now on the Grams of k sequences are computed at
+// once, each on its own thread with a single-threaded ssyrk, the same call as a 1-thread rank
+// makes, so the sums are the same bits as with one BLAS thread. A sequence waits, copied, until
+// k have come: (k - 1) (max_tokens + cols) cols floats more. k < 2, or no Gram: nothing
+// changes, nor for cols above SDS_HESSIAN_BATCH_MAX_COLS. Call sds_hessian_flush before
+// reading or reducing the sums. Out of memory: status code.
+int sds_hessian_batch(sds_hessian *h, int64_t max_tokens, int32_t k);
+// Adds the sequences still waiting for their batch. Numeric errors as sds_hessian_add.
+int sds_hessian_flush(sds_hessian *h);
+// The batch for a rank with `threads` BLAS threads into *k: `env` (the variable SDS_GRAM_BATCH,
+// NULL when unset) when given, an integer from 1 (off) to SDS_HESSIAN_MAX_BATCH; else threads
+// (at most SDS_HESSIAN_MAX_BATCH). Usage error naming the variable when it is not such a number.
+int sds_hessian_batch_size(const char *env, int threads, int32_t *k);
 // Numeric error naming the limit when an entry of one sequence's Gram or sum of squares is not
 // finite or reaches SDS_HESSIAN_XSUM_LIMIT.
 // finish: H and wanda from the exact sums, scaled by the sequence count, the lower triangle

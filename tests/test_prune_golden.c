@@ -826,6 +826,91 @@ static void check_damping_retry(void) {
     sds_error_clear();
 }
 
+// Batches (sds_hessian_batch, for ranks with several BLAS threads): k sequences' Grams at once,
+// one per thread, must give the very bits of one at a time, whatever k against the sequence
+// count (waiting sequences flushed at the end), with sequences of different lengths; a NaN in a
+// sequence still waiting is reported by the flush; SDS_GRAM_BATCH's parsing.
+static void check_hessian_batch(void) {
+    const int64_t cols = 150, tokens[7] = {37, 64, 5, 0, 64, 100, 1};
+    const int nseq = 7;
+    int64_t total = 0;
+    for (int s = 0; s < nseq; s++) total += tokens[s];
+    float *X = malloc((size_t)(total * cols) * sizeof(float));
+    uint64_t st = 99;
+    fill_lcg(X, total * cols, &st);
+    float *ref = malloc((size_t)(cols * cols) * sizeof(float));
+    float wref[150];
+    const int ks[] = {1, 2, 4, 16};
+    for (size_t q = 0; q < sizeof ks / sizeof ks[0]; q++) {
+        const int k = ks[q];
+        sds_hessian h;
+        int rc = sds_hessian_init(&h, cols, SDS_HESSIAN_GRAM | SDS_HESSIAN_WANDA);
+        if (rc == SDS_OK && k > 1) rc = sds_hessian_batch(&h, 100, k);
+        const float *x = X;
+        for (int s = 0; s < nseq && rc == SDS_OK; s++) {
+            rc = sds_hessian_add(&h, x, 1, tokens[s]);
+            x += tokens[s] * cols;
+        }
+        const int waiting = h.npend;
+        if (rc == SDS_OK) rc = sds_hessian_flush(&h);
+        if (rc == SDS_OK) rc = sds_hessian_finish(&h);
+        if (k == 1 && rc == SDS_OK) {
+            memcpy(ref, h.H, (size_t)(cols * cols) * sizeof(float));
+            memcpy(wref, h.wanda, sizeof wref);
+        }
+        const bool same = rc == SDS_OK &&
+                          !memcmp(ref, h.H, (size_t)(cols * cols) * sizeof(float)) &&
+                          !memcmp(wref, h.wanda, sizeof wref);
+        check(same && h.batch == (k > 1 ? k : 0),
+              "Hessian in batches of %d (%d sequences of 37/64/5/0/64/100/1 tokens, %d waiting "
+              "for the flush): H and the Wanda statistic the same bits as one at a time",
+              k, nseq, waiting);
+        sds_hessian_free(&h);
+    }
+    // a NaN in the last sequence, still waiting when the adds end
+    sds_hessian h;
+    int rc = sds_hessian_init(&h, cols, SDS_HESSIAN_GRAM);
+    if (rc == SDS_OK) rc = sds_hessian_batch(&h, 64, 4);
+    X[5] = NAN;
+    for (int s = 0; s < 3 && rc == SDS_OK; s++)
+        rc = sds_hessian_add(&h, X + 64 * cols * (2 - s), 1, 64);
+    const int added = rc;
+    sds_error_clear();
+    rc = sds_hessian_flush(&h);
+    check(added == SDS_OK && rc == SDS_ERR_NUMERIC && strstr(sds_error_message(), "not finite"),
+          "a NaN in a sequence waiting for its batch: the flush reports \"%s\"",
+          sds_error_message());
+    sds_error_clear();
+    sds_hessian_free(&h);
+    free(X);
+    free(ref);
+
+    // wider than SDS_HESSIAN_BATCH_MAX_COLS: not batched (no k - 1 more matrices)
+    sds_hessian wide;
+    rc = sds_hessian_init(&wide, SDS_HESSIAN_BATCH_MAX_COLS + 1, SDS_HESSIAN_GRAM);
+    if (rc == SDS_OK) rc = sds_hessian_batch(&wide, 64, 4);
+    check(rc == SDS_OK && wide.batch == 0 && !wide.Hx && !wide.pend,
+          "a Gram %d columns wide is not batched", SDS_HESSIAN_BATCH_MAX_COLS + 1);
+    sds_hessian_free(&wide);
+
+    int32_t k = 0;
+    bool ok = sds_hessian_batch_size(NULL, 4, &k) == SDS_OK && k == 4;
+    ok = ok && sds_hessian_batch_size(NULL, 64, &k) == SDS_OK && k == SDS_HESSIAN_MAX_BATCH;
+    ok = ok && sds_hessian_batch_size("3", 1, &k) == SDS_OK && k == 3;
+    ok = ok && sds_hessian_batch_size("1", 8, &k) == SDS_OK && k == 1;
+    const char *bad[] = {"0", "17", "x", "2a", "", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sds_error_clear();
+        ok = ok && sds_hessian_batch_size(bad[i], 2, &k) == SDS_ERR_USAGE &&
+             strstr(sds_error_message(), "SDS_GRAM_BATCH") != NULL;
+    }
+    check(ok,
+          "SDS_GRAM_BATCH: unset gives the BLAS threads (at most %d), 1 to %d taken, "
+          "0 / 17 / x / 2a / empty / -1 refused naming the variable",
+          SDS_HESSIAN_MAX_BATCH, SDS_HESSIAN_MAX_BATCH);
+    sds_error_clear();
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s GOLDEN_DIR\n", argv[0]);
@@ -837,6 +922,7 @@ int main(int argc, char **argv) {
     check_damping_retry();
     check_blocked_sweep();
     check_sweep_threads();
+    check_hessian_batch();
     const char *files[3] = {"small.h5", "outliers.h5", "rankdef.h5"};
     for (int i = 0; i < 3; i++) check_golden(argv[1], files[i]);
 
