@@ -3,6 +3,7 @@
 #include "agree.h"
 #include "hessian.h"
 #include "sds_error.h"
+#include "threads.h"
 #include "xsum_mpi.h"
 
 #include <cblas.h>
@@ -261,8 +262,84 @@ int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
     return SDS_OK;
 }
 
-int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
+int sds_dist_gram_threads(sds_dist_gram *d, int32_t k) {
+    SDS_ASSERT(d->acc && d->nseq == 0);
+    if (k > SDS_THREADS_MAX) k = SDS_THREADS_MAX;
+    if (k > d->ntask) k = d->ntask;
+    if (k < 2 || d->nthreads > 1) return SDS_OK;
     const sds_dist_grid *g = d->g;
+    const int64_t nb = g->nb;
+    d->task_thread = sds_malloc((size_t)d->ntask * sizeof(int32_t), "the Hessian's threads");
+    int64_t *load = sds_calloc((size_t)k, sizeof(int64_t), "the Hessian's threads");
+    d->xtile = held(d, 4 * nb * nb * (k - 1), "blocks of X^T X, one per thread");
+    if (!d->task_thread || !load || !d->xtile) {
+        free(load);
+        return SDS_ERR_IO;
+    }
+    // largest first (ties: the earlier task), each to the least loaded thread (ties: the lowest)
+    for (int32_t k0 = 0; k0 < d->ntask; k0++) d->task_thread[k0] = -1;
+    for (int32_t n = 0; n < d->ntask; n++) {
+        int32_t best = -1;
+        int64_t bw = -1;
+        for (int32_t q = 0; q < d->ntask; q++) {
+            if (d->task_thread[q] >= 0) continue;
+            const int64_t wi = bwidth(g, d->task[q].bi), wj = bwidth(g, d->task[q].bj);
+            const int64_t w = d->task[q].bi == d->task[q].bj ? wi * (wi + 1) : 2 * wi * wj;
+            if (w > bw) {
+                bw = w;
+                best = q;
+            }
+        }
+        int32_t t = 0;
+        for (int32_t u = 1; u < k; u++)
+            if (load[u] < load[t]) t = u;
+        d->task_thread[best] = t;
+        load[t] += bw;
+    }
+    free(load);
+    d->nthreads = k;
+    return SDS_OK;
+}
+
+// The blocks of thread t (all of them when the tasks are not split) of one sequence's X^T X into
+// the sums, through `tile`; nonzero when an entry is not finite or reaches the limit.
+static int add_blocks(const sds_dist_gram *d, const float *X, int64_t T, int32_t t, float *tile) {
+    const sds_dist_grid *g = d->g;
+    const int64_t nb = g->nb;
+    int bad = 0;
+    for (int32_t k = 0; k < d->ntask; k++) {
+        if (d->nthreads > 1 && d->task_thread[k] != t) continue;
+        const struct sds_dist_gram_task *tk = &d->task[k];
+        const int64_t i0 = tk->bi * nb, j0 = tk->bj * nb;
+        const int64_t wi = bwidth(g, tk->bi), wj = bwidth(g, tk->bj);
+        tile_gram(X, g->n, i0, wi, j0, wj, T, tile, nb);
+        for (int64_t c = 0; c < wj; c++) {
+            // in the diagonal block only rows i0 + r <= j0 + c
+            const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
+            bad |= sds_xsum_add_f32(d->acc + (k * nb + c) * nb, tile + c * nb, (size_t)r,
+                                    SDS_HESSIAN_XSUM_LIMIT);
+        }
+    }
+    return bad;
+}
+
+typedef struct {
+    const sds_dist_gram *d;
+    const float *X;
+    int64_t T;
+    int32_t t;
+    int bad;
+} add_job;
+
+static void *add_run(void *arg) {
+    add_job *j = arg;
+    const int64_t nb = j->d->g->nb;
+    j->bad =
+        add_blocks(j->d, j->X, j->T, j->t, j->t ? j->d->xtile + (j->t - 1) * nb * nb : j->d->tile);
+    return NULL;
+}
+
+int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
     SDS_ASSERT(d->acc);
     if (T < 0 || T > d->T)
         return sds_error_set(SDS_ERR_INPUT,
@@ -270,19 +347,18 @@ int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T) {
                              "were provided for",
                              (long long)T, (long long)d->T);
     if (T > 0 && d->ntask > 0) {
-        const int64_t nb = g->nb;
         int bad = 0;
-        for (int32_t k = 0; k < d->ntask; k++) {
-            const struct sds_dist_gram_task *tk = &d->task[k];
-            const int64_t i0 = tk->bi * nb, j0 = tk->bj * nb;
-            const int64_t wi = bwidth(g, tk->bi), wj = bwidth(g, tk->bj);
-            tile_gram(X, g->n, i0, wi, j0, wj, T, d->tile, nb);
-            for (int64_t c = 0; c < wj; c++) {
-                // in the diagonal block only rows i0 + r <= j0 + c
-                const int64_t r = i0 < j0 || c + 1 > wi ? wi : c + 1;
-                bad |= sds_xsum_add_f32(d->acc + (k * nb + c) * nb, d->tile + c * nb, (size_t)r,
-                                        SDS_HESSIAN_XSUM_LIMIT);
-            }
+        if (d->nthreads > 1) {
+            add_job job[SDS_THREADS_MAX];
+            const int32_t k = d->nthreads;
+            for (int32_t t = 0; t < k; t++) job[t] = (add_job){d, X, T, t, 0};
+            const int threads = openblas_get_num_threads();
+            openblas_set_num_threads(1);
+            sds_threads_run(k, add_run, job, sizeof job[0]);
+            for (int32_t t = 0; t < k; t++) bad |= job[t].bad;
+            openblas_set_num_threads(threads);
+        } else {
+            bad = add_blocks(d, X, T, 0, d->tile);
         }
         if (bad)
             return sds_error_set(SDS_ERR_NUMERIC,
@@ -339,6 +415,8 @@ static void finish_blocks(sds_dist_gram *d, float *A) {
             memcpy(d->acc + k * nb * nb, d->tile, (size_t)(wi * wj) * sizeof(float));
         }
     }
+    release(d, d->xtile, 4 * nb * nb * (d->nthreads > 1 ? d->nthreads - 1 : 0));
+    d->xtile = NULL;
     if (d->nforeign > 0 || d->nmissing > 0) return; // the exchange's
     release(d, d->tile, 4 * nb * nb);
     d->tile = NULL;
@@ -412,6 +490,8 @@ void sds_dist_gram_exchange(sds_dist_gram *d, float *A) {
 void sds_dist_gram_free(sds_dist_gram *d) {
     free(d->acc);
     free(d->tile);
+    free(d->xtile);
+    free(d->task_thread);
     free(d->task);
     free(d->missing);
     const sds_dist_grid *g = d->g;

@@ -47,6 +47,10 @@
 // 0.76 with the owners computing their own blocks; 0.40, 0.61 and 0.66 when the diagonal
 // blocks were whole sgemms and X was first gathered into panels. At n = 768 a rank still has
 // 2.5 of the 4.5 block-equivalents: a diagonal block is one call and cannot be split.
+// With 2 BLAS threads in one rank, OpenBLAS's threaded calls on 256-wide blocks reached 0.71
+// of its threaded sgemm at n = 3072; sds_dist_gram_threads spreads the rank's blocks over its
+// own threads instead, each block one single-threaded call (the same call, so the same bits):
+// 0.80-0.83 there (1 rank x 2 threads).
 //
 // Only the upper triangle (global row <= global column) is accumulated and written; that is
 // all sds_dist_sparsegpt_grid reads.
@@ -80,6 +84,11 @@ typedef struct {
     int32_t ntask, nforeign, nmissing;
     struct sds_dist_gram_task *task;    // (ntask) block and its owner, in column order
     struct sds_dist_gram_task *missing; // (nmissing) block, the rank that sends it
+    // sds_dist_gram_threads: the tasks split over nthreads threads (1: this one), task k on
+    // thread task_thread[k], thread t > 0 with its own block buffer at xtile + (t - 1) nb nb
+    int32_t nthreads;
+    int32_t *task_thread;
+    float *xtile;
     int64_t bytes;      // bytes this object holds now (for the caller's memory accounting)
     int64_t peak_bytes; // most bytes held at once (kept by sds_dist_gram_free)
 } sds_dist_gram;
@@ -92,6 +101,14 @@ int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T);
 // must outlive d. Errors: SDS_ERR_INPUT for T out of range; SDS_ERR_IO when out of memory (the
 // message names the buffer). On failure d holds nothing (sds_dist_gram_free is still safe).
 int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T);
+
+// (local) For a rank with several BLAS threads (whose threaded calls on 256-wide blocks are
+// slow): from now on each sds_dist_gram_add spreads this rank's blocks over k threads (at most
+// its block count), each block one single-threaded call, the same call as with one BLAS thread;
+// blocks are handed out largest first to the least loaded thread (diagonal blocks weigh half).
+// Holds (k - 1) nb nb floats more, in d->bytes. k < 2: nothing changes. SDS_ERR_IO when out of
+// memory.
+int sds_dist_gram_threads(sds_dist_gram *d, int32_t k);
 
 // (local) Adds this rank's piece of X^T X for one sequence: X (T x g->n, row-major, the same on
 // every rank of the grid), T <= d->T; T = 0 counts a sequence and adds nothing, as

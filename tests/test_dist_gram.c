@@ -45,6 +45,7 @@ typedef struct {
     int64_t tokens[4]; // per sequence (0 allowed)
     uint64_t seed;
     bool in_place; // sds_dist_gram_finish_in_place, not sds_dist_gram_finish
+    int threads;   // sds_dist_gram_threads on the grid under test (0: not called)
 } config;
 
 // The sequences: N(0, 1), every 29th column from 3 dead, every 41st from 7 scaled by 30.
@@ -75,10 +76,11 @@ static bool grid_all(const sds_dist_grid *g, bool mine) {
 }
 
 // The module on grid g over the sequences; A (lld x nloc) receives the piece. Returns status.
-static int grid_hessian(const sds_dist_grid *g, const config *c, const float *X, int64_t tmax,
-                        float *A, int64_t *peak) {
+static int grid_hessian(const sds_dist_grid *g, const config *c, int threads, const float *X,
+                        int64_t tmax, float *A, int64_t *peak) {
     sds_dist_gram d;
     int rc = sds_dist_gram_init(&d, g, tmax);
+    if (rc == SDS_OK && threads > 0) rc = sds_dist_gram_threads(&d, threads);
     const float *x = X;
     for (int s = 0; rc == SDS_OK && s < c->nseq; s++) {
         rc = sds_dist_gram_add(&d, x, c->tokens[s]);
@@ -101,8 +103,8 @@ static int grid_hessian(const sds_dist_grid *g, const config *c, const float *X,
 }
 
 // The header's memory bound, recomputed from the grid's shape and the blocks this rank computes
-// (counted from sds_dist_gram_worker).
-static int64_t bound_bytes(const sds_dist_grid *g, int64_t T) {
+// (counted from sds_dist_gram_worker), with sds_dist_gram_threads' buffers for `threads`.
+static int64_t bound_bytes(const sds_dist_grid *g, int64_t T, int threads) {
     int pr, pc, myrow, mycol;
     grid_place(&pr, &pc, &myrow, &mycol);
     const int64_t n = g->n, nb = g->nb;
@@ -112,7 +114,9 @@ static int64_t bound_bytes(const sds_dist_grid *g, int64_t T) {
     int64_t K = 0;
     for (int64_t bj = 0; bj * nb < n; bj++)
         for (int64_t bi = 0; bi <= bj; bi++) K += sds_dist_gram_worker(g, bi, bj) == g_rank;
-    return (K > 0 ? 16 * nb * nb * K : 16) + 4 * nb * nb + (nloc > 0 ? 4 * lld * nloc : 4);
+    const int64_t k = threads < K ? threads : K; // (threads only where there are blocks)
+    return (K > 0 ? 16 * nb * nb * K : 16) + 4 * nb * nb + (nloc > 0 ? 4 * lld * nloc : 4) +
+           (k > 1 ? 4 * nb * nb * (k - 1) : 0);
 }
 
 // The assignment of blocks to the ranks that compute them (mpi/dist_gram.h), seen from every
@@ -186,9 +190,9 @@ static void run_config(const config *c) {
     int64_t tmax;
     float *X = make_sequences(c, &tmax);
     char name[96];
-    snprintf(name, sizeof name, "n %lld nb %d tokens %lld/%lld/%lld/%lld", (long long)n, c->nb,
+    snprintf(name, sizeof name, "n %lld nb %d tokens %lld/%lld/%lld/%lld%s", (long long)n, c->nb,
              (long long)c->tokens[0], (long long)c->tokens[1], (long long)c->tokens[2],
-             (long long)c->tokens[3]);
+             (long long)c->tokens[3], c->threads > 1 ? ", blocks on threads" : "");
 
     // References on rank 0 (serial sds_hessian; the module on a 1x1 grid over MPI_COMM_SELF),
     // broadcast whole: every rank checks its own piece against them.
@@ -209,7 +213,7 @@ static void run_config(const config *c) {
         sds_hessian_free(&h);
         SDS_ASSERT(sds_dist_grid_init(&g1, MPI_COMM_SELF, n, c->nb) == SDS_OK);
         int64_t peak1;
-        rc1 = grid_hessian(&g1, c, X, tmax, A1, &peak1);
+        rc1 = grid_hessian(&g1, c, 0, X, tmax, A1, &peak1);
     }
     MPI_Bcast(&rc1, 1, MPI_INT, 0, MPI_COMM_WORLD);
     MPI_Bcast(Hs, (int)(n * n), MPI_FLOAT, 0, MPI_COMM_WORLD);
@@ -219,7 +223,7 @@ static void run_config(const config *c) {
     SDS_ASSERT(sds_dist_grid_init(&g, MPI_COMM_WORLD, n, c->nb) == SDS_OK);
     float *A = xmalloc((size_t)(g.lld * g.nloc) * sizeof(float));
     int64_t peak;
-    const int rc = grid_hessian(&g, c, X, tmax, A, &peak);
+    const int rc = grid_hessian(&g, c, c->threads, X, tmax, A, &peak);
     check(all_ranks(rc == SDS_OK && rc1 == SDS_OK), "%s (grid %dx%d): init, add, finish succeed",
           name, g.nprow, g.npcol);
 
@@ -272,8 +276,8 @@ static void run_config(const config *c) {
     check_assignment(&g, name);
     // Memory: the documented bound, and the bound against the share of the upper triangle's
     // sums (8 n^2 bytes) and the fp32 matrix (4 n^2).
-    const int64_t bound = bound_bytes(&g, tmax);
-    const bool mem_ok = peak <= bound && sds_dist_gram_bound(&g, tmax) == bound;
+    const int64_t bound = bound_bytes(&g, tmax, c->threads);
+    const bool mem_ok = peak <= bound && (c->threads > 1 || sds_dist_gram_bound(&g, tmax) == bound);
     const int64_t peak_max = (int64_t)max_ranks((double)peak);
     const int64_t bound_max = (int64_t)max_ranks((double)bound);
     check(all_ranks(mem_ok), "%s: peak bytes per rank <= the header's bound (max %lld <= %lld)",
@@ -378,27 +382,30 @@ static void check_failures(void) {
 
     // Finite but over the limit: only Gram entry (c, c) = T * 1e16 >= 2^46.
     // Not finite: X[0][c] = 1e30 makes (c, c) overflow fp32.
-    for (int pass = 0; pass < 2; pass++) {
+    // Passes 2 and 3: the same with the blocks on 3 threads.
+    for (int pass = 0; pass < 4; pass++) {
         g_rng = 77;
         for (int64_t k = 0; k < T * n; k++) X[k] = normal();
-        if (pass == 0)
+        if (pass % 2 == 0)
             for (int64_t t = 0; t < T; t++) X[t * n + c] = 1e8f;
         else
             X[c] = 1e30f;
         sds_dist_gram d;
         SDS_ASSERT(sds_dist_gram_init(&d, &g, T) == SDS_OK);
+        if (pass >= 2) SDS_ASSERT(sds_dist_gram_threads(&d, 3) == SDS_OK);
         sds_error_clear();
         const int rc = sds_dist_gram_add(&d, X, T);
         const bool named = strstr(sds_error_message(), needle) != NULL;
-        const bool mine = owner ? rc == SDS_ERR_NUMERIC && named
-                                : (rc == SDS_OK || (pass == 1 && rc == SDS_ERR_NUMERIC && named));
+        const bool mine = owner
+                              ? rc == SDS_ERR_NUMERIC && named
+                              : (rc == SDS_OK || (pass % 2 == 1 && rc == SDS_ERR_NUMERIC && named));
         char msg[256];
         snprintf(msg, sizeof msg, "%s", owner ? sds_error_message() : "");
         MPI_Bcast(msg, sizeof msg, MPI_CHAR, worker, MPI_COMM_WORLD);
         check(all_ranks(mine),
-              "%s: the rank computing (%lld, %lld) returns numeric naming the limit: \"%s\"",
-              pass == 0 ? "a Gram entry of 1.6e17" : "an activation of 1e30", (long long)c,
-              (long long)c, msg);
+              "%s%s: the rank computing (%lld, %lld) returns numeric naming the limit: \"%s\"",
+              pass % 2 == 0 ? "a Gram entry of 1.6e17" : "an activation of 1e30",
+              pass >= 2 ? " (blocks on 3 threads)" : "", (long long)c, (long long)c, msg);
         sds_dist_gram_free(&d);
         sds_error_clear();
     }
@@ -503,12 +510,16 @@ int main(int argc, char **argv) {
     if (g_rank == 0) printf("test_dist_gram at %d ranks\n", g_size);
 
     const config configs[] = {
-        {64, 16, 3, {5, 37, 128, 0}, 1, false},
-        {200, 32, 4, {37, 0, 128, 5}, 2, true},     // an empty sequence; short last block
-        {768, 64, 2, {128, 37, 0, 0}, 3, false},    // the default block size
-        {40, 32, 2, {37, 5, 0, 0}, 4, true},        // empty pieces at 3 ranks
-        {20, 32, 2, {5, 37, 0, 0}, 5, true},        // one block: empty pieces beyond 1 rank
-        {200, 24, 3, {600, 2048, 321, 0}, 6, true}, // token loops longer than BLAS's inner block
+        {64, 16, 3, {5, 37, 128, 0}, 1, false, 0},
+        {200, 32, 4, {37, 0, 128, 5}, 2, true, 0},     // an empty sequence; short last block
+        {768, 64, 2, {128, 37, 0, 0}, 3, false, 0},    // the default block size
+        {40, 32, 2, {37, 5, 0, 0}, 4, true, 0},        // empty pieces at 3 ranks
+        {20, 32, 2, {5, 37, 0, 0}, 5, true, 0},        // one block: empty pieces beyond 1 rank
+        {200, 24, 3, {600, 2048, 321, 0}, 6, true, 0}, // token loops longer than BLAS's inner block
+        // blocks spread over 3 and 2 threads (sds_dist_gram_threads): the same bits
+        {768, 64, 2, {128, 37, 0, 0}, 3, false, 3},
+        {200, 24, 3, {600, 2048, 321, 0}, 6, true, 2},
+        {20, 32, 2, {5, 37, 0, 0}, 5, true, 4}, // one block: a single thread
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) run_config(&configs[i]);
     check(check_assignment_shapes() > 0, "the larger grids move blocks");
