@@ -77,13 +77,20 @@ static void fill_uniform(float *a, int64_t n, uint64_t seed) {
     }
 }
 
+// sequences at once / threads per rank for the Grams (prune's: SDS_GRAM_BATCH, else the BLAS
+// threads)
+static int32_t gram_batch = 1;
+
 static double exact_path(int64_t n, const float *X, int64_t lo, int64_t hi, int64_t S) {
     MPI_Barrier(MPI_COMM_WORLD);
     const double t0 = MPI_Wtime();
     sds_hessian h;
     if (sds_hessian_init(&h, n, SDS_HESSIAN_GRAM) != SDS_OK) die("sds_hessian_init");
+    // (as prune: with several BLAS threads, that many sequences' Grams at once)
+    if (sds_hessian_batch(&h, S, gram_batch) != SDS_OK) die("sds_hessian_batch");
     for (int64_t s = lo; s < hi; s++)
         if (sds_hessian_add(&h, X + (s % NBUF) * S * n, 1, S) != SDS_OK) die("sds_hessian_add");
+    if (sds_hessian_flush(&h) != SDS_OK) die("sds_hessian_flush");
     sds_hessian_allreduce(MPI_COMM_WORLD, &h);
     if (sds_hessian_finish(&h) != SDS_OK) die("sds_hessian_finish");
     MPI_Barrier(MPI_COMM_WORLD);
@@ -97,6 +104,7 @@ static double grid_path(const sds_dist_grid *g, const float *X, int64_t N, int64
     const double t0 = MPI_Wtime();
     sds_dist_gram d;
     if (sds_dist_gram_init(&d, g, S) != SDS_OK) die("sds_dist_gram_init");
+    if (sds_dist_gram_threads(&d, gram_batch) != SDS_OK) die("sds_dist_gram_threads");
     for (int64_t s = 0; s < N; s++)
         if (sds_dist_gram_add(&d, X + (s % NBUF) * S * g->n, S) != SDS_OK) die("sds_dist_gram_add");
     float *A = NULL;
@@ -129,6 +137,10 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     const int threads = sds_runtime_blas_threads(MPI_COMM_WORLD);
+    if (sds_hessian_batch_size(getenv("SDS_GRAM_BATCH"), threads, &gram_batch) != SDS_OK) {
+        fprintf(stderr, "bench_gram: %s\n", sds_error_message());
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
     int64_t N = 64, S = 2048, widths[MAX_WIDTHS];
     int repeats = 3, nw = 0;
     bool json = false;

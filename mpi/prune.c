@@ -529,6 +529,10 @@ typedef struct {
     sds_model_work w;
     MPI_Request *rreq; // stage > 0: 2 per local sequence (pruned, dense path), until received
     int two_paths, auto_mix, wanda_stat;
+    // several BLAS threads: the Grams of this many sequences at once, one per thread
+    // (src/hessian.h: sds_hessian_batch), and the grid's blocks split over as many threads
+    // (mpi/dist_gram.h: sds_dist_gram_threads); 1: off
+    int32_t gram_batch;
     // SparseGPT on the stage's BLACS grids (grid_stats_compute, grid_prune_sublayer): one grid
     // per input group (its cols), made once; the most bytes the distributed statistics and
     // factorisation held at once on this rank (pieces that scale as 1/G, and the rest)
@@ -621,6 +625,7 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
         }
         if (h[g].cols != 0) continue;
         if (rc == SDS_OK) rc = sds_hessian_init(&h[g], r.cols, flags);
+        if (rc == SDS_OK) rc = sds_hessian_batch(&h[g], T, c->gram_batch);
         if (rc == SDS_OK && c->two_paths) {
             ls->xs_buf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "SDS inputs");
             if (!ls->xs_buf[g]) rc = SDS_ERR_IO;
@@ -633,6 +638,7 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
         }
         if (rc == SDS_OK && c->auto_mix) {
             rc = sds_hessian_init(&hv[g], r.cols, SDS_HESSIAN_GRAM);
+            if (rc == SDS_OK) rc = sds_hessian_batch(&hv[g], T, c->gram_batch);
             if (rc == SDS_OK && !ls->out_route[g]) {
                 Kv[g] = sds_calloc(ng, sizeof(float), "SDS cross Gram");
                 ls->Kvacc[g] = sds_calloc(ng, sizeof(sds_xsum_t), "SDS cross Gram");
@@ -702,6 +708,11 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
         }
     }
     sds_model_work_set_capture(&c->w, NULL);
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
+        // (sequences still waiting for their batch)
+        if (cc.rc == SDS_OK && h[g].cols != 0) cc.rc = sds_hessian_flush(&h[g]);
+        if (cc.rc == SDS_OK && hv[g].cols != 0) cc.rc = sds_hessian_flush(&hv[g]);
+    }
     for (int32_t i = 0; i < MAX_LINEAR; i++) {
         free(ls->ys[i]);
         ls->ys[i] = NULL;
@@ -896,9 +907,11 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
         if (r.cols <= c->o->local_hessian_max) {
             gs->local[g] = 1;
             rc = sds_hessian_init(&gs->h[g], r.cols, SDS_HESSIAN_GRAM);
+            if (rc == SDS_OK) rc = sds_hessian_batch(&gs->h[g], T, c->gram_batch);
             continue;
         }
         rc = sds_dist_gram_init(&gs->dg[g], &c->grids[g], T);
+        if (rc == SDS_OK) rc = sds_dist_gram_threads(&gs->dg[g], c->gram_batch);
         gs->cap[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "captured inputs");
         gs->rbuf[g] = sds_malloc((size_t)(T * r.cols) * sizeof(float), "broadcast inputs");
         buf_bytes += 8 * T * r.cols;
@@ -940,6 +953,8 @@ static int grid_stats_compute(run_ctx *c, int64_t l, grid_stats *gs) {
             }
         }
     }
+    for (int32_t g = 0; g < SDS_CAPTURE_GROUPS && gs->add_rc == SDS_OK; g++)
+        if (gs->local[g]) gs->add_rc = sds_hessian_flush(&gs->h[g]);
     if (rc == SDS_OK) rc = gs->add_rc;
     int64_t piece = 0;
     for (int32_t g = 0; g < SDS_CAPTURE_GROUPS; g++) {
@@ -1492,6 +1507,11 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     int rc =
         sds_agree(comm, rank == 0 && o.export_hf ? sds_hf_export_check_out(o.export_hf) : SDS_OK);
     if (rc != SDS_OK) return rc;
+    // how many sequences' Grams at once (SDS_GRAM_BATCH, else the BLAS threads)
+    int32_t gram_batch = 1;
+    rc = sds_agree(comm, sds_hessian_batch_size(getenv("SDS_GRAM_BATCH"),
+                                                openblas_get_num_threads(), &gram_batch));
+    if (rc != SDS_OK) return rc;
 
     // stages: the configuration first, then each rank loads its stage's layers only
     sds_model m;
@@ -1603,6 +1623,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     c.wanda_stat = o.method == SDS_METHOD_WANDA || (is_sds && o.sds.base == SDS_BASE_WANDA);
     // SparseGPT runs on the stage's grids (SDS keeps whole Grams on each sublayer's owner)
     c.grid = o.method == SDS_METHOD_SPARSEGPT;
+    c.gram_batch = gram_batch;
     const int two_paths = c.two_paths, auto_mix = c.auto_mix;
     const size_t act_bytes = (size_t)((n_local ? n_local : 1) * T * C) * sizeof(float);
     c.inps = sds_malloc(act_bytes, "calibration activations");

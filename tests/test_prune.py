@@ -140,6 +140,50 @@ def main():
         agree = np.mean([np.mean(runs["a"][1][n] == runs["np1"][1][n]) for n in runs["a"][1]])
         report(agree >= 0.99, "1 rank vs 2 ranks: masks agree on %.4f%% of entries" % (100 * agree))
 
+        # 2 BLAS threads in one rank: the Grams of two sequences at once, one per thread
+        # (src/hessian.h: sds_hessian_batch), and the grid's blocks over 2 threads
+        # (mpi/dist_gram.h: sds_dist_gram_threads, the OPT case forced onto the grid, 512 and
+        # 2048 wide: 3 and 36 blocks of 256); the same bits as one sequence and one block at a
+        # time (SDS_GRAM_BATCH=1), and for Wanda, whose pruning makes no BLAS call, as 2 ranks
+        # of 1 thread
+        cases = (("llama-gqa", "wanda", []), ("llama-gqa", "sparsegpt", []),
+                 ("llama-gqa", "sds", ["--base", "wanda"]),
+                 ("plan-opt", "sparsegpt", ["--local-hessian-max", "0"]))
+        for model_name, method, extra in cases:
+            mdl = fx.make(model_name)
+            got = {}
+            for tag, np_, env in (("batch", 1, {"OPENBLAS_NUM_THREADS": "2"}),
+                                  ("single", 1, {"OPENBLAS_NUM_THREADS": "2", "SDS_GRAM_BATCH": "1"}),
+                                  ("np2", 2, {"OPENBLAS_NUM_THREADS": "1"})):
+                if tag == "np2" and method != "wanda":
+                    continue
+                out = os.path.join(tmp, "batch-%s-%s-%s.h5" % (model_name, method, tag))
+                args = ["prune", "--model", mdl, "--calib", fx.WIKI, "--method", method,
+                        "--sparsity", "2:4", "--nsamples", "5", "--seqlen", "64", "--out", out] + extra
+                rc, so, se, codes = sds_run.run(np_, args, env=env)
+                got[tag] = read_all(out) if codes == [0] * np_ else None
+                if codes != [0] * np_:
+                    print(se[-2000:])
+
+            def same(x, y):
+                return x is not None and y is not None and all(
+                    np.array_equal(x[k][n], y[k][n]) for k in (0, 1) for n in x[k])
+            report(same(got["batch"], got["single"]),
+                   "%s %s %s, 1 rank x 2 threads: Grams 2 at a time give the same bits as one at a time"
+                   % (model_name, method, " ".join(extra)))
+            if method == "wanda":
+                report(same(got["batch"], got["np2"]),
+                       "%s wanda, 1 rank x 2 threads, Grams 2 at a time: the same bits as 2 ranks x 1 thread"
+                       % model_name)
+
+        # SDS_GRAM_BATCH out of range: a usage error naming it, on every rank, no output
+        out = os.path.join(tmp, "batch-bad.h5")
+        rc, so, se, codes = sds_run.run(2, ["prune", "--model", fx.make("llama-gqa"), "--calib", fx.WIKI,
+                                            "--method", "wanda", "--sparsity", "2:4", "--nsamples", "2",
+                                            "--seqlen", "32", "--out", out], env={"SDS_GRAM_BATCH": "0"})
+        report(codes == [2, 2] and "SDS_GRAM_BATCH=0" in se and not os.path.exists(out),
+               "SDS_GRAM_BATCH=0: exit codes %s, the message names it, no output" % codes)
+
         # calibration as a token file: the same ids as the text gives, as .npy (int32 and
         # uint16) and as decimal text, must give the very same output bytes
         ids = fx.opt_encode(open(fx.WIKI, encoding="utf-8").read())
