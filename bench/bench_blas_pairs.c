@@ -1,7 +1,9 @@
 #define _POSIX_C_SOURCE 200809L
-// Issue 4's open case, a rank with 2 BLAS threads: one sequence's Gram (ssyrk) per call on
-// OpenBLAS's 2 threads, against two sequences at once, each on its own thread with
-// single-threaded ssyrk calls (the same calls, so the same bits per sequence). Before each
+// Why prune batches its Grams on a rank with 2 BLAS threads (src/hessian.h: sds_hessian_batch)
+// and starts with OPENBLAS_THREAD_TIMEOUT=4 (mpi/runtime.h): one sequence's Gram (ssyrk) per
+// call on OpenBLAS's 2 threads, against two sequences at once, each on its own thread with
+// single-threaded ssyrk calls (the same calls, so the same bits per sequence). It does not
+// re-execute itself as sds-mpi does: as it is it shows OpenBLAS's default. Before each
 // Gram, as in prune, a threaded sgemm of the forward pass's size (T x cols x cols) runs; after
 // it OpenBLAS's pthread workers spin for OPENBLAS_THREAD_TIMEOUT (default 2^28 cycles) before
 // they sleep, taking a core from our second thread. Compare:
