@@ -87,6 +87,13 @@ static int64_t bwidth(const sds_dist_grid *g, int64_t bi) {
     return g->n - bi * g->nb < g->nb ? g->n - bi * g->nb : g->nb;
 }
 
+// The work of global block (bi, bj), bi <= bj, in flops: 2 wi wj off the diagonal, wi (wi + 1)
+// on it (one ssyrk, the upper triangle).
+static int64_t block_weight(const sds_dist_grid *g, int64_t bi, int64_t bj) {
+    const int64_t wi = bwidth(g, bi), wj = bwidth(g, bj);
+    return bi == bj ? wi * (wi + 1) : 2 * wi * wj;
+}
+
 static int owner_rank(const sds_dist_grid *g, int64_t bi, int64_t bj) {
     const int pr = (int)(bi % g->nprow), pc = (int)(bj % g->npcol);
     for (int r = 0; r < g->size; r++)
@@ -112,8 +119,7 @@ static int *assign(const sds_dist_grid *g) {
     }
     for (int64_t bj = 0, b = 0; bj < B; bj++)
         for (int64_t bi = 0; bi <= bj; bi++, b++) {
-            const int64_t wi = bwidth(g, bi), wj = bwidth(g, bj);
-            w[b] = bi == bj ? wi * (wi + 1) : 2 * wi * wj;
+            w[b] = block_weight(g, bi, bj);
             owner[b] = worker[b] = owner_rank(g, bi, bj);
             load[owner[b]] += w[b];
         }
@@ -283,8 +289,7 @@ int sds_dist_gram_threads(sds_dist_gram *d, int32_t k) {
         int64_t bw = -1;
         for (int32_t q = 0; q < d->ntask; q++) {
             if (d->task_thread[q] >= 0) continue;
-            const int64_t wi = bwidth(g, d->task[q].bi), wj = bwidth(g, d->task[q].bj);
-            const int64_t w = d->task[q].bi == d->task[q].bj ? wi * (wi + 1) : 2 * wi * wj;
+            const int64_t w = block_weight(g, d->task[q].bi, d->task[q].bj);
             if (w > bw) {
                 bw = w;
                 best = q;
