@@ -92,7 +92,63 @@ add_f32_avx512(sds_xsum_t *acc, const float *x, size_t n, double limit) {
 }
 #endif
 
-int sds_xsum_simd(void) {
+#ifdef SDS_XSUM_AVX512
+// The same, 4 values at a time, for CPUs with AVX2 but not AVX-512 (AMD before Zen 4, Intel
+// before Skylake-SP), which have no double-to-integer conversion to 64 bits: straight from the
+// float's bits instead, as the scalar loop. |v| 2^64 = M 2^sh, M the 24-bit significand and
+// sh = E - 86; the 128-bit M 2^sh is lo = M << sh | M >> -sh and hi = M >> (64 - sh) |
+// M << (sh - 64), AVX2's variable shifts giving 0 for every count outside 0-63 (a negative
+// count is a huge unsigned one), so each half takes whichever term applies and a value below
+// the grid gives 0. Then the sign and the lanes' addition as in the AVX-512 loop (the unsigned
+// comparison for the carry by flipping the sign bits). 3-5x the scalar loop's speed on an
+// AMD EPYC (Zen 3).
+__attribute__((target("avx2"))) static int add_f32_avx2(sds_xsum_t *acc, const float *x, size_t n,
+                                                        double limit) {
+    const __m128 lim = _mm_set1_ps((float)limit);
+    const __m128 absmask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+    const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi64x(-1);
+    const __m256i expmask = _mm256_set1_epi64x(0xff), mantmask = _mm256_set1_epi64x(0x7fffff);
+    const __m256i implicit = _mm256_set1_epi64x(0x800000), c86 = _mm256_set1_epi64x(86);
+    const __m256i c64 = _mm256_set1_epi64x(64), sign = _mm256_set1_epi64x(INT64_MIN);
+    int bad = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m128 f = _mm_loadu_ps(x + i);
+        const __m128 ok = _mm_cmp_ps(_mm_and_ps(f, absmask), lim, _CMP_LT_OQ); // NaN: not
+        bad |= _mm_movemask_ps(ok) != 0xf;
+        const __m256i b = _mm256_cvtepu32_epi64(_mm_castps_si128(_mm_and_ps(f, ok))); // bad: 0
+        const __m256i E = _mm256_and_si256(_mm256_srli_epi64(b, 23), expmask);
+        __m256i M = _mm256_or_si256(_mm256_and_si256(b, mantmask), implicit);
+        M = _mm256_andnot_si256(_mm256_cmpeq_epi64(E, zero), M); // zero or subnormal: 0
+        const __m256i sh = _mm256_sub_epi64(E, c86);
+        __m256i lo = _mm256_or_si256(_mm256_sllv_epi64(M, sh),
+                                     _mm256_srlv_epi64(M, _mm256_sub_epi64(zero, sh)));
+        __m256i hi = _mm256_or_si256(_mm256_srlv_epi64(M, _mm256_sub_epi64(c64, sh)),
+                                     _mm256_sllv_epi64(M, _mm256_sub_epi64(sh, c64)));
+        // -(hi 2^64 + lo) = (~hi + (lo == 0)) 2^64 - lo; the sign is bit 31 of b
+        const __m256i neg = _mm256_cmpgt_epi64(zero, _mm256_slli_epi64(b, 32));
+        const __m256i nhi =
+            _mm256_sub_epi64(_mm256_xor_si256(hi, ones), _mm256_cmpeq_epi64(lo, zero));
+        hi = _mm256_blendv_epi8(hi, nhi, neg);
+        lo = _mm256_blendv_epi8(lo, _mm256_sub_epi64(zero, lo), neg);
+        const __m256i v02 = _mm256_unpacklo_epi64(lo, hi), v13 = _mm256_unpackhi_epi64(lo, hi);
+        __m256i *p = (__m256i *)(void *)(acc + i);
+        for (int k = 0; k < 2; k++) {
+            const __m256i v = _mm256_permute2x128_si256(v02, v13, k ? 0x31 : 0x20);
+            const __m256i a0 = _mm256_loadu_si256(p + k);
+            const __m256i s = _mm256_add_epi64(a0, v);
+            // a carry where s < a0 (unsigned); out of the low lanes into the high ones
+            const __m256i carry =
+                _mm256_cmpgt_epi64(_mm256_xor_si256(a0, sign), _mm256_xor_si256(s, sign));
+            _mm256_storeu_si256(p + k, _mm256_sub_epi64(s, _mm256_slli_si256(carry, 8)));
+        }
+    }
+    if (i < n) bad |= add_f32_scalar(acc + i, x + i, n - i, limit);
+    return bad;
+}
+#endif
+
+static int have_avx512(void) {
 #ifdef SDS_XSUM_AVX512
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 #else
@@ -100,13 +156,31 @@ int sds_xsum_simd(void) {
 #endif
 }
 
-int sds_xsum_add_f32_scalar(sds_xsum_t *acc, const float *x, size_t n, double limit) {
-    return add_f32_scalar(acc, x, n, limit);
+static int have_avx2(void) {
+#ifdef SDS_XSUM_AVX512
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+const char *sds_xsum_loop(void) {
+    return have_avx512() ? "AVX-512" : have_avx2() ? "AVX2" : "scalar";
+}
+
+sds_xsum_add_fn sds_xsum_add_f32_loop(const char *name) {
+    if (!strcmp(name, "scalar")) return add_f32_scalar;
+#ifdef SDS_XSUM_AVX512
+    if (!strcmp(name, "AVX-512") && have_avx512()) return add_f32_avx512;
+    if (!strcmp(name, "AVX2") && have_avx2()) return add_f32_avx2;
+#endif
+    return NULL;
 }
 
 int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit) {
 #ifdef SDS_XSUM_AVX512
-    if (sds_xsum_simd()) return add_f32_avx512(acc, x, n, limit);
+    if (have_avx512()) return add_f32_avx512(acc, x, n, limit);
+    if (have_avx2()) return add_f32_avx2(acc, x, n, limit);
 #endif
     return add_f32_scalar(acc, x, n, limit);
 }

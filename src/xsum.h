@@ -16,12 +16,13 @@ double sds_xsum_limit(int64_t terms);
 // acc[i] += x[i] on the grid, i < n. Returns 0, or 1 when some |x[i]| >= limit (or is not
 // finite); acc is then unspecified.
 int sds_xsum_add_f32(sds_xsum_t *acc, const float *x, size_t n, double limit);
-// 1 when sds_xsum_add_f32 runs its AVX-512 loop on this CPU (x86-64 with AVX-512F and DQ),
-// 0 when its scalar one; both give the same bits.
-int sds_xsum_simd(void);
-// The scalar loop alone, which sds_xsum_add_f32 runs where sds_xsum_simd() is 0 (for the tests,
-// so that both loops are checked on any CPU).
-int sds_xsum_add_f32_scalar(sds_xsum_t *acc, const float *x, size_t n, double limit);
+// The loop sds_xsum_add_f32 runs on this CPU: "AVX-512" (x86-64 with AVX-512F and DQ), "AVX2"
+// (x86-64 with AVX2 but not those), or "scalar"; all give the same bits.
+const char *sds_xsum_loop(void);
+// One loop alone, by the name sds_xsum_loop gives, for the tests (so that every loop this CPU
+// can run is checked, the scalar one on any CPU); NULL where this CPU cannot run it.
+typedef int (*sds_xsum_add_fn)(sds_xsum_t *acc, const float *x, size_t n, double limit);
+sds_xsum_add_fn sds_xsum_add_f32_loop(const char *name);
 int sds_xsum_add_f64(sds_xsum_t *acc, const double *x, size_t n, double limit);
 // Upper triangle of a row-major (n, n) float matrix, row by row (j >= i), into packed acc of
 // n (n + 1) / 2 entries.

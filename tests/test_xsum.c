@@ -126,12 +126,19 @@ int main(int argc, char **argv) {
     float *vb = malloc(sizeof(float) * (BULK + 8));
     sds_xsum_t *ab = malloc(sizeof(sds_xsum_t) * (BULK + 8));
     sds_xsum_t *ref = malloc(sizeof(sds_xsum_t) * (BULK + 8));
-    for (int loop = 0; loop < 2; loop++) {
-        int (*add)(sds_xsum_t *, const float *, size_t, double) =
-            loop ? sds_xsum_add_f32_scalar : sds_xsum_add_f32;
-        const char *name = loop              ? "scalar"
-                           : sds_xsum_simd() ? "AVX-512"
-                                             : "scalar (no AVX-512 here)";
+    // every loop this CPU runs (the scalar one on any), then the dispatch
+    const char *loops[4] = {"AVX-512", "AVX2", "scalar", NULL};
+    int tested = 0;
+    for (int loop = 0; loop < 4; loop++) {
+        sds_xsum_add_fn add = loop < 3 ? sds_xsum_add_f32_loop(loops[loop]) : sds_xsum_add_f32;
+        if (!add) {
+            if (rank == 0) printf("# the %s loop: this CPU cannot run it\n", loops[loop]);
+            continue;
+        }
+        tested += loop < 3;
+        char name[64];
+        snprintf(name, sizeof name, "%s", loop < 3 ? loops[loop] : "dispatch: ");
+        if (loop == 3) strncat(name, sds_xsum_loop(), sizeof name - strlen(name) - 1);
         long bad_bulk = 0, flagged = 0;
         for (int off = 0; off <= 8; off++) {
             const size_t nb = BULK - (size_t)off * 3;
@@ -179,6 +186,8 @@ int main(int argc, char **argv) {
     free(vb);
     free(ab);
     free(ref);
+    check(rank, tested >= 1 && sds_xsum_add_f32_loop("scalar") && !sds_xsum_add_f32_loop("SSE"),
+          "the scalar loop runs everywhere, an unknown loop's name gives NULL");
 
     // too large, infinite, NaN: reported
     float big[3] = {(float)limit, INFINITY, NAN};
