@@ -777,13 +777,13 @@ static int layer_stats_compute(run_ctx *c, int64_t l, layer_stats *ls) {
 // at any G. The factorisation (ScaLAPACK, in double) and the sweep on row shards are
 // mpi/dist_sparsegpt.h's; row shards start at multiples of GRID_ROW_ALIGN rows so that BLAS
 // groups rows alike at any G (a shard boundary inside a kernel's row group changed the last
-// bits of that row's weights, measured at 3 ranks).
+// bits of that row's weights, measured at 3 ranks; src/sparsegpt.h says why 96).
 // Block size of the grids and tiles: 256. The Gram is one sgemm per block and sequence (for
 // grid invariance, mpi/dist_gram.h), and at 128 those calls were small enough to cost: OPT-125M
 // shapes, 8 x 512 tokens, one rank: 63.8 s at 128, 51.5 s at 256, 51.1 s for the former
 // whole-H path (statistics 27.6, 22.2 and 21.8 s). 256 still spreads a 3072-wide fc2 over a
 // 4 x 4 grid (12 blocks a side).
-enum { GRID_ROW_ALIGN = 32, GRID_NB = 256 };
+enum { GRID_ROW_ALIGN = SDS_SPARSEGPT_ROW_ALIGN, GRID_NB = 256 };
 
 // A group at most --local-hessian-max columns wide takes the other route of SPEC 4 (sequences
 // split across ranks, the Hessian reduced onto the grid): each rank sums its own sequences' X^T X

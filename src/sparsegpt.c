@@ -140,7 +140,7 @@ int sds_sparsegpt_select_local(void *ctx, const float *scores_local, int64_t n_l
 // rank-1 update per column). A multiple of m, so that no N:M group straddles two sub-blocks.
 #define SUB 32
 // Row chunks on threads start at multiples of this (as the grid's row shards, mpi/prune.c).
-#define CHUNK_ALIGN 32
+#define CHUNK_ALIGN SDS_SPARSEGPT_ROW_ALIGN
 static int64_t sub_block_width(sds_pattern p, int64_t B) {
     int64_t b = SUB;
     if (p.kind == SDS_PATTERN_NM) b = ((b + p.m - 1) / p.m) * p.m;

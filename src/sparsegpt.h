@@ -15,6 +15,14 @@
 #define SDS_SPARSEGPT_PERCDAMP  0.01 // damping relative to mean(diag H)
 #define SDS_SPARSEGPT_DAMP_GROW 10.0 // damping factor between factorisation attempts
 #define SDS_SPARSEGPT_MAX_TRIES 6    // attempts: percdamp 0.01 .. 1000 (then a numeric error)
+// Row shards (ranks, mpi/prune.c) and row chunks (threads, the sweep) start at multiples of
+// this many rows, so that the sweep's sgemms group the rows as one call over all of them would
+// and the weights are the same bits at any rank or thread count. OpenBLAS's sgemm groups the
+// rows (its N) in kernel-dependent units, and a boundary inside one changes the last bits of
+// the rows around it: 32 rows suffice for the SkylakeX and Cooperlake kernels, the Haswell and
+// Zen kernels (AVX2) need multiples of 24 (measured with OpenBLAS 0.3.21 on an AMD EPYC, Zen 3:
+// shards at 128 rows changed rows 120-299 of 300; at any multiple of 24 none). 96 is both.
+#define SDS_SPARSEGPT_ROW_ALIGN 96
 
 typedef struct {
     int64_t dead;    // inputs with H_jj == 0 (their weights are zeroed)

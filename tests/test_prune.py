@@ -145,7 +145,15 @@ def main():
         # (mpi/dist_gram.h: sds_dist_gram_threads, the OPT case forced onto the grid, 512 and
         # 2048 wide: 3 and 36 blocks of 256); the same bits as one sequence and one block at a
         # time (SDS_GRAM_BATCH=1), and for Wanda, whose pruning makes no BLAS call, as 2 ranks
-        # of 1 thread
+        # of 1 thread. On the grid, one block at a time is OpenBLAS's threaded sgemm, which
+        # splits a block's rows between its threads, and the Haswell and Zen kernels then round
+        # some entries otherwise (src/sparsegpt.h), as they do the forward passes' threaded
+        # sgemms against 2 ranks of 1 thread: there the bits are test_dist_gram's to check
+        # (the blocks on 2-4 threads against the 1 x 1 grid), and this run checks what H's last
+        # bits may change: the first layer's errors (its inputs the same in both runs) within
+        # 0.1%, and the mean error within 1% (this random-weight model's scores are full of
+        # near ties, so from the second layer on, whose inputs then differ, 2-7% of its masks
+        # went the other way on an AMD EPYC, 1.8% the most one sublayer's error moved)
         cases = (("llama-gqa", "wanda", []), ("llama-gqa", "sparsegpt", []),
                  ("llama-gqa", "sds", ["--base", "wanda"]),
                  ("plan-opt", "sparsegpt", ["--local-hessian-max", "0"]))
@@ -155,11 +163,13 @@ def main():
             for tag, np_, env in (("batch", 1, {"OPENBLAS_NUM_THREADS": "2"}),
                                   ("single", 1, {"OPENBLAS_NUM_THREADS": "2", "SDS_GRAM_BATCH": "1"}),
                                   ("np2", 2, {"OPENBLAS_NUM_THREADS": "1"})):
+                grid = "--local-hessian-max" in extra
                 if tag == "np2" and method != "wanda":
                     continue
                 out = os.path.join(tmp, "batch-%s-%s-%s.h5" % (model_name, method, tag))
                 args = ["prune", "--model", mdl, "--calib", fx.WIKI, "--method", method,
-                        "--sparsity", "2:4", "--nsamples", "5", "--seqlen", "64", "--out", out] + extra
+                        "--sparsity", "2:4", "--nsamples", "5", "--seqlen", "64", "--out", out,
+                        "--json", out + ".json"] + extra
                 rc, so, se, codes = sds_run.run(np_, args, env=env)
                 got[tag] = read_all(out) if codes == [0] * np_ else None
                 if codes != [0] * np_:
@@ -168,10 +178,24 @@ def main():
             def same(x, y):
                 return x is not None and y is not None and all(
                     np.array_equal(x[k][n], y[k][n]) for k in (0, 1) for n in x[k])
-            report(same(got["batch"], got["single"]),
-                   "%s %s %s, 1 rank x 2 threads: Grams 2 at a time give the same bits as one at a time"
-                   % (model_name, method, " ".join(extra)))
-            if method == "wanda":
+            if grid and got["batch"] is not None and got["single"] is not None:
+                agree = np.mean([np.mean(got["batch"][1][n] == got["single"][1][n]) for n in got["batch"][1]])
+                e = [{r["name"]: r["rel_err"] for r in json.load(open(
+                    os.path.join(tmp, "batch-%s-%s-%s.h5.json" % (model_name, method, t))))["sublayers"]}
+                    for t in ("batch", "single")]
+                first = max(abs(e[0][n] - e[1][n]) / e[1][n] for n in e[1] if ".layers.0." in n)
+                mean = [np.mean([e[t][n] for n in e[1]]) for t in (0, 1)]
+                report(set(e[0]) == set(e[1]) and first <= 1e-3 and abs(mean[0] - mean[1]) <= 0.01 * mean[1],
+                       "%s %s %s, 1 rank x 2 threads: Grams 2 at a time against one at a time: the "
+                       "first layer's errors within %.2g%%, the mean error %.5g against %.5g (masks "
+                       "agree on %.2f%%; bits identical: %s)"
+                       % (model_name, method, " ".join(extra), 100 * first, mean[0], mean[1],
+                          100 * agree, same(got["batch"], got["single"])))
+            elif "single" in got:
+                report(same(got["batch"], got["single"]),
+                       "%s %s %s, 1 rank x 2 threads: Grams 2 at a time give the same bits as one at a time"
+                       % (model_name, method, " ".join(extra)))
+            if "np2" in got:
                 report(same(got["batch"], got["np2"]),
                        "%s wanda, 1 rank x 2 threads, Grams 2 at a time: the same bits as 2 ranks x 1 thread"
                        % model_name)

@@ -621,10 +621,11 @@ static void check_blocked_sweep(void) {
 
 // The sweep's row chunks (one per BLAS thread, src/sparsegpt.c): 1, 2, 3 and 5 threads give
 // the same weights and masks bit for bit, with row counts that leave short and uneven chunks
-// (below two 32-row groups a thread, and a remainder that is not a multiple of 32).
+// (below two SDS_SPARSEGPT_ROW_ALIGN-row groups a thread, and a remainder that is not a
+// multiple of it).
 static void check_sweep_threads(void) {
     const char *pats[3] = {"0.5", "2:4", "4:8"};
-    const int64_t rows_list[3] = {300, 161, 64}, cols = 384, tokens = 512;
+    const int64_t rows_list[3] = {1000, 457, 390}, cols = 384, tokens = 512;
     const int threads[4] = {1, 2, 3, 5};
     const int saved = openblas_get_num_threads();
     float *X = xmalloc((size_t)(tokens * cols) * sizeof(float));

@@ -266,8 +266,13 @@ def main():
         # The local route (the default at widths up to 2048): each rank sums its own sequences'
         # Grams, the exact sums are all-reduced and each rank keeps its piece. Against the grid's
         # result: the per-sequence products are the same calls' up to OpenBLAS's ssyrk against
-        # its per-block sgemm (mpi/dist_gram.h: the same bits with this machine's kernels, so
-        # identical here; a tolerance for kernels that round the two differently).
+        # its per-block sgemm (mpi/dist_gram.h: the same bits with the SkylakeX and Cooperlake
+        # kernels; the Haswell and Zen kernels round the two differently, and with 128 tokens
+        # for 512- and 2048-wide Hessians near-tie mask choices then go either way: 99.42% of
+        # the masks agreed on an AMD EPYC, and one sublayer's error moved by 0.985%). So the
+        # masks within the 1% of the rank-count check of test_prune.py, and what H's last bits
+        # may change: the first layer's errors (the same inputs in both runs) within 1% (the
+        # golden tests' criterion; 0.39% the most seen), and the mean error within 1%.
         if ref is not None:
             out = os.path.join(tmp, "local2.h5")
             args = ["prune", "--model", model, "--calib", fx.WIKI, "--method", "sparsegpt",
@@ -279,8 +284,16 @@ def main():
                 got = read(out)
                 agree = np.mean([np.mean(ref[1][n] == got[1][n]) for n in ref[1]])
                 same = all(np.array_equal(ref[0][n], got[0][n]) for n in ref[0])
-                report(agree >= 0.995, "local route vs the grid's 1-rank run: masks agree on "
+                report(agree >= 0.99, "local route vs the grid's 1-rank run: masks agree on "
                        "%.4f%% of entries (weights identical: %s)" % (100 * agree, same))
+                e_grid, e_local = subl(os.path.join(tmp, "grid1.h5.json")), subl(out + ".json")
+                first = max(abs(e_local[n]["rel_err"] - e_grid[n]["rel_err"]) / e_grid[n]["rel_err"]
+                            for n in e_grid if ".layers.0." in n)
+                mean = [np.mean([e[n]["rel_err"] for n in e_grid]) for e in (e_local, e_grid)]
+                report(set(e_grid) == set(e_local) and first <= 0.01 and
+                       abs(mean[0] - mean[1]) <= 0.01 * mean[1],
+                       "local route vs the grid's 1-rank run: the first layer's errors within %.2g%%, "
+                       "the mean error %.5g against the grid's %.5g" % (100 * first, mean[0], mean[1]))
                 whole = sum(16 * n * (n + 1) // 2 + 4 * n * n for n in (C, C, C, F))
                 held = json.load(open(out + ".json"))["grid_piece_bytes_max"]
                 report(held >= whole, "local route: each rank holds the whole Hessians' sums "
