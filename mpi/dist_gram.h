@@ -8,7 +8,8 @@
 // Bit for bit the same at any grid shape (1x1, 1x2, 2x2, 1x3, ...): each global nb x nb block
 // (I, J), I <= J, of one sequence's X^T X is one BLAS call (cblas_sgemm; cblas_ssyrk, upper
 // triangle only, on the diagonal, I == J) whose shape and operand layout depend on (I, J)
-// only, its operands read in place from X (leading dimension n), so every grid makes the same
+// only, its operands X's column panels I and J, copied out of each sequence (leading dimension
+// the panel's width; OpenBLAS's bits do not depend on it), so every grid makes the same
 // calls on the same data; the entries then
 // go into exact sums (src/xsum.h), whose result does not depend on the order of the additions.
 // (One call per block, not per column block: OpenBLAS's value for an entry depends on the call's
@@ -61,11 +62,15 @@
 // and T the most tokens of one sequence:
 //     16 * nb * nb * K         the exact sums, one nb x nb block of them per block computed
 //   +  4 * nb * nb             one block of one sequence's X^T X
-//   +  4 * lld * nloc          the fp32 piece sds_dist_gram_finish_in_place returns, while the
+//   +  the larger of
+//      4 * T * nb * P          X's column panels that the K blocks read (P of the n / nb),
+//                              copied out of each sequence while sequences are added, and
+//      4 * lld * nloc          the fp32 piece sds_dist_gram_finish_in_place returns, while the
 //                              sums are converted into it (4 bytes for an empty piece)
-// (16 bytes for the sums when K is 0)
+// (16 bytes for the sums when K is 0; no panels when T is 0)
 // So about 8 n^2 / G + 4 n^2 / G bytes: the upper triangle's sums and the piece (X is the
-// caller's). No rank allocates anything of size n x n.
+// caller's; the panels, at most T n floats, are smaller than the piece where T < n / G).
+// No rank allocates anything of size n x n.
 #pragma once
 #include "dist_sparsegpt.h"
 #include "xsum.h"
@@ -89,6 +94,12 @@ typedef struct {
     int32_t nthreads;
     int32_t *task_thread;
     float *xtile;
+    // the column panels of X the tasks read, copied out of each sequence: panel b (nb columns,
+    // fewer for the last) at panel + slot[b] T nb, column-major with leading dimension its
+    // width; slot[b] -1 for a panel no task reads
+    int32_t npanel;
+    int32_t *slot;
+    float *panel;
     int64_t bytes;      // bytes this object holds now (for the caller's memory accounting)
     int64_t peak_bytes; // most bytes held at once (kept by sds_dist_gram_free)
 } sds_dist_gram;
@@ -115,10 +126,10 @@ int sds_dist_gram_threads(sds_dist_gram *d, int32_t k);
 // sds_hessian_add does. Only the blocks at or above the block diagonal are computed (for local
 // column block J the local row blocks needed are a prefix of the local rows), one BLAS call
 // per block; in the diagonal blocks only entries with global row <= global column go into the
-// sums. X is read in place for the duration of the call. Errors: SDS_ERR_INPUT for T out of range;
-// SDS_ERR_NUMERIC (message as sds_hessian_add's, naming SDS_HESSIAN_XSUM_LIMIT) when an entry of
-// this rank's piece is not finite or reaches the limit; the sums are then unspecified. A failure is
-// this rank's alone: the caller agrees on it before its next collective.
+// sums. X is read (the panels copied out) during the call only. Errors: SDS_ERR_INPUT for T out of
+// range; SDS_ERR_NUMERIC (message as sds_hessian_add's, naming SDS_HESSIAN_XSUM_LIMIT) when an
+// entry of this rank's piece is not finite or reaches the limit; the sums are then unspecified. A
+// failure is this rank's alone: the caller agrees on it before its next collective.
 int sds_dist_gram_add(sds_dist_gram *d, const float *X, int64_t T);
 
 // (local) H's piece from the sums: entries with global row <= global column receive

@@ -319,8 +319,12 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
                 // share, for another owner)
                 const double upper = fmin(1.0, 0.5 + 0.5 * PLAN_DIST_NB / cc);
                 const double extra = G > 1 ? 16.0 * PLAN_DIST_NB * PLAN_DIST_NB : 0.0;
+                // and X's column panels that the rank's blocks read, copied out of each
+                // sequence (mpi/dist_gram.c): at most its piece's block rows and columns
+                const double panels =
+                    fmin(ceil(cc / PLAN_DIST_NB) * PLAN_DIST_NB, ml + nlc) * T * F4;
                 grid_stats += 16.0 * pe * upper - 4.0 * pe + 4.0 * PLAN_DIST_NB * PLAN_DIST_NB +
-                              extra + 2.0 * T * cc * F4;
+                              extra + 2.0 * T * cc * F4 + panels;
             }
             for (int i = 0; i < pl.n; i++) {
                 const double cc = pl.cols[i], nw = pl.rows[i] * cc;

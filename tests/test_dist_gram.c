@@ -110,12 +110,23 @@ static int64_t bound_bytes(const sds_dist_grid *g, int64_t T, int threads) {
     const int64_t n = g->n, nb = g->nb;
     const int64_t mloc = numroc(n, (int)nb, myrow, pr), nloc = numroc(n, (int)nb, mycol, pc);
     const int64_t lld = mloc > 1 ? mloc : 1;
-    (void)T; // X is read in place: no T-sized buffer
-    int64_t K = 0;
-    for (int64_t bj = 0; bj * nb < n; bj++)
-        for (int64_t bi = 0; bi <= bj; bi++) K += sds_dist_gram_worker(g, bi, bj) == g_rank;
+    // the blocks this rank computes, and X's column panels they read (nb x T floats each,
+    // held while sequences are added, released before the piece is allocated)
+    int64_t K = 0, P = 0;
+    const int64_t B = (n + nb - 1) / nb;
+    char *used = calloc((size_t)B, 1);
+    for (int64_t bj = 0; bj < B; bj++)
+        for (int64_t bi = 0; bi <= bj; bi++)
+            if (sds_dist_gram_worker(g, bi, bj) == g_rank) {
+                K++;
+                used[bi] = used[bj] = 1;
+            }
+    for (int64_t b = 0; b < B; b++) P += used[b];
+    free(used);
     const int64_t k = threads < K ? threads : K; // (threads only where there are blocks)
-    return (K > 0 ? 16 * nb * nb * K : 16) + 4 * nb * nb + (nloc > 0 ? 4 * lld * nloc : 4) +
+    const int64_t panels = T > 0 && K > 0 ? 4 * T * nb * P : 0,
+                  piece = nloc > 0 ? 4 * lld * nloc : 4;
+    return (K > 0 ? 16 * nb * nb * K : 16) + 4 * nb * nb + (panels > piece ? panels : piece) +
            (k > 1 ? 4 * nb * nb * (k - 1) : 0);
 }
 
