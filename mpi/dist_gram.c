@@ -163,15 +163,6 @@ int sds_dist_gram_worker(const sds_dist_grid *g, int64_t bi, int64_t bj) {
 
 // ---- the Hessian on the grid -----------------------------------------------------------------
 
-static int32_t rank_panels(const sds_dist_grid *g);
-
-int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T) {
-    const int64_t nb2 = (int64_t)g->nb * g->nb, blocks = sds_dist_gram_blocks(g);
-    const int64_t panels = T > 0 && blocks > 0 ? 4 * T * g->nb * rank_panels(g) : 0;
-    const int64_t piece = g->nloc > 0 ? 4 * (int64_t)g->lld * g->nloc : 4;
-    return (blocks > 0 ? 16 * nb2 * blocks : 16) + 4 * nb2 + (panels > piece ? panels : piece);
-}
-
 static void *held(sds_dist_gram *d, int64_t bytes, const char *what) {
     void *p = sds_calloc((size_t)bytes, 1, what);
     if (p) {
@@ -246,21 +237,37 @@ static int32_t count_panels(const sds_dist_grid *g, const struct sds_dist_gram_t
     return n;
 }
 
-// How many of X's column panels this rank's blocks read.
-static int32_t rank_panels(const sds_dist_grid *g) {
+// This rank's tasks and the own blocks others compute (plan_tasks' arrays, allocated) into d's
+// task, missing and counts; status code when out of memory (d's arrays then NULL).
+static int rank_tasks(const sds_dist_grid *g, sds_dist_gram *d) {
     int *worker = assign(g);
-    SDS_ASSERT(worker);
-    int32_t ntask, nforeign, nmissing;
-    plan_tasks(g, worker, &ntask, &nforeign, &nmissing, NULL, NULL);
-    struct sds_dist_gram_task *task = calloc((size_t)ntask + 1, sizeof *task);
-    struct sds_dist_gram_task *missing = calloc((size_t)nmissing + 1, sizeof *missing);
-    SDS_ASSERT(task && missing);
-    plan_tasks(g, worker, &ntask, &nforeign, &nmissing, task, missing);
-    const int32_t n = count_panels(g, task, ntask, NULL);
+    if (worker) {
+        plan_tasks(g, worker, &d->ntask, &d->nforeign, &d->nmissing, NULL, NULL);
+        d->task = calloc((size_t)d->ntask + 1, sizeof *d->task);
+        d->missing = calloc((size_t)d->nmissing + 1, sizeof *d->missing);
+        if (d->task && d->missing)
+            plan_tasks(g, worker, &d->ntask, &d->nforeign, &d->nmissing, d->task, d->missing);
+    }
     free(worker);
-    free(task);
-    free(missing);
-    return n;
+    if (worker && d->task && d->missing) return SDS_OK;
+    free(d->task);
+    free(d->missing);
+    d->task = d->missing = NULL;
+    return sds_error_set(SDS_ERR_IO, "out of memory for the Hessian's block assignment");
+}
+
+int64_t sds_dist_gram_bound(const sds_dist_grid *g, int64_t T) {
+    sds_dist_gram d;
+    memset(&d, 0, sizeof d);
+    const int rc = rank_tasks(g, &d);
+    SDS_ASSERT(rc == SDS_OK);
+    const int64_t nb2 = (int64_t)g->nb * g->nb, blocks = d.ntask;
+    const int64_t panels =
+        T > 0 && blocks > 0 ? 4 * T * g->nb * count_panels(g, d.task, d.ntask, NULL) : 0;
+    free(d.task);
+    free(d.missing);
+    const int64_t piece = g->nloc > 0 ? 4 * (int64_t)g->lld * g->nloc : 4;
+    return (blocks > 0 ? 16 * nb2 * blocks : 16) + 4 * nb2 + (panels > piece ? panels : piece);
 }
 
 int32_t sds_dist_gram_blocks(const sds_dist_grid *g) {
@@ -282,19 +289,11 @@ int sds_dist_gram_init(sds_dist_gram *d, const sds_dist_grid *g, int64_t T) {
         return sds_error_set(SDS_ERR_INPUT, "Hessian on the grid: %lld tokens is out of range",
                              (long long)T);
     d->T = T;
-    int *worker = assign(g);
-    if (!worker)
-        return sds_error_set(SDS_ERR_IO, "out of memory for the Hessian's block assignment");
-    plan_tasks(g, worker, &d->ntask, &d->nforeign, &d->nmissing, NULL, NULL);
-    d->task = calloc((size_t)d->ntask + 1, sizeof *d->task);
-    d->missing = calloc((size_t)d->nmissing + 1, sizeof *d->missing);
-    if (!d->task || !d->missing) {
-        free(worker);
+    const int rc = rank_tasks(g, d);
+    if (rc != SDS_OK) {
         sds_dist_gram_free(d);
-        return sds_error_set(SDS_ERR_IO, "out of memory for the Hessian's block assignment");
+        return rc;
     }
-    plan_tasks(g, worker, &d->ntask, &d->nforeign, &d->nmissing, d->task, d->missing);
-    free(worker);
     const int64_t nb = g->nb;
     d->acc = held(d, sums_bytes(d), "the Hessian's exact sums on the grid");
     d->tile = d->acc ? held(d, 4 * nb * nb, "one block of X^T X") : NULL;
