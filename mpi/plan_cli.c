@@ -5,6 +5,7 @@
 #include "config.h"
 #include "gguf.h"
 #include "gguf_model.h"
+#include "hessian.h"
 #include "json_out.h"
 #include "magnitude.h"
 #include "model_load.h"
@@ -443,6 +444,10 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
     in.eval = o->eval;
     in.local_hessian_max = o->local_hessian_max;
     in.load_extra_bytes = file_bytes;
+    // the Gram batch a prune started like this would use (before the constants' 1 thread)
+    rc = sds_agree(comm, sds_hessian_batch_size(getenv("SDS_GRAM_BATCH"),
+                                                openblas_get_num_threads(), &in.gram_batch));
+    if (rc != SDS_OK) return rc;
     const int64_t L = in.cfg.n_layers;
     const int smax = (int64_t)in.nranks < L ? in.nranks : (int)L;
     rc = SDS_OK;
@@ -535,13 +540,14 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
                o->model, c->model_type, (long long)L, (long long)c->hidden_size,
                (long long)c->ffn_dim, (long long)c->n_heads, (long long)c->n_kv_heads,
                (long long)c->vocab_size);
-        printf("prune %s%s%s%s, %lld x %lld calibration tokens, %d ranks, %d stage%s%s\n",
+        printf("prune %s%s%s%s, %lld x %lld calibration tokens, %d ranks, %d stage%s%s, Grams "
+               "%d at a time\n",
                method_name(in.method),
                in.method == 3 ? (in.sds_dense_target ? " (dense target" : " (pruned target") : "",
                in.method == 3 ? (in.sds_auto_mix ? ", mix auto" : "") : "",
                in.method == 3 ? (in.sds_parallel ? ", parallel order)" : ")") : "",
                (long long)in.nsamples, (long long)in.seqlen, in.nranks, in.stages,
-               in.stages > 1 ? "s" : "", o->eval ? ", --eval" : "");
+               in.stages > 1 ? "s" : "", o->eval ? ", --eval" : "", (int)in.gram_batch);
         if (!o->stages)
             printf("stages: the fewest whose per-rank peak fits %.2f GiB per rank%s\n", mem / GIB,
                    o->mem_per_rank > 0 ? "" : " (this node's memory over its ranks)");
@@ -592,6 +598,7 @@ static int plan_run(MPI_Comm comm, const plan_opts *o) {
             json_object_set_new(root, "stages", json_integer(in.stages));
             json_object_set_new(root, "nsamples", json_integer(in.nsamples));
             json_object_set_new(root, "seqlen", json_integer(in.seqlen));
+            json_object_set_new(root, "gram_batch", json_integer(in.gram_batch));
             json_t *mj = json_object();
             json_object_set_new(mj, "gemm_gflops", json_real(mc.gemm_gflops));
             json_object_set_new(mj, "mpi_bw", json_real(mc.mpi_bw));

@@ -349,7 +349,7 @@ static double extra_of(const sds_h5out_stats *st, const char *name) {
     return 0.0;
 }
 
-static int write_summary(const sds_prune_opts *o, int nranks, int stages,
+static int write_summary(const sds_prune_opts *o, int nranks, int stages, int32_t gram_batch,
                          const sds_sublayer_report *rep, int64_t n_rep, double seconds,
                          double ppl_dense, double ppl_pruned, double peak_mib,
                          const double timing[8], const int64_t grid_bytes[2]) {
@@ -375,6 +375,8 @@ static int write_summary(const sds_prune_opts *o, int nranks, int stages,
     json_object_set_new(root, "seconds", json_real(seconds));
     json_object_set_new(root, "peak_rss_mib_max", json_real(peak_mib));
     json_object_set_new(root, "stages", json_integer(stages));
+    // (not an option: the output's bits do not depend on it, so it is not in the fingerprint)
+    json_object_set_new(root, "gram_batch", json_integer(gram_batch));
     static const char *tnames[8] = {"statistics", "reduce", "prune", "forward",
                                     "handoff",    "sync",   "idle",  "compute"};
     json_t *tj = json_object();
@@ -1141,7 +1143,7 @@ static void assign_owners(sds_model *m, int64_t layer, int32_t n_lin, int G, int
 // The stage count: --stages, or the fewest stages whose ranks fit their share of the node's
 // memory by the plan's model (src/plan.h; `sds-mpi plan` prints it).
 static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model_config *cfg,
-                         int *S) {
+                         int32_t gram_batch, int *S) {
     int P;
     MPI_Comm_size(comm, &P);
     if (o->stages > 0) {
@@ -1179,6 +1181,7 @@ static int choose_stages(MPI_Comm comm, const sds_prune_opts *o, const sds_model
     in.sds_adjust_nesterov = o->sds.adjust_nesterov;
     in.sds_parallel = in.method == SDS_METHOD_SDS && o->sds_parallel;
     in.local_hessian_max = o->local_hessian_max;
+    in.gram_batch = gram_batch;
     sds_plan_machine mc;
     sds_plan_machine_default(&mc);
     *S = sds_plan_default_stages(&in, &mc, mem);
@@ -1519,7 +1522,7 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
     if (rc != SDS_OK) return rc;
     stage_info si;
     memset(&si, 0, sizeof si);
-    rc = sds_agree(comm, choose_stages(comm, &o, &m.cfg, &si.S));
+    rc = sds_agree(comm, choose_stages(comm, &o, &m.cfg, gram_batch, &si.S));
     const int64_t L = m.cfg.n_layers;
     sds_model_free(&m);
     if (rc != SDS_OK) return rc;
@@ -1930,8 +1933,8 @@ static int prune_run(MPI_Comm comm, const sds_prune_opts *o_in) {
         }
     }
     if (rc == SDS_OK && o.json) {
-        int jrc = rank == 0 ? write_summary(&o, size, si.S, rep, L * n_lin, seconds, ppl_dense,
-                                            ppl_pruned, peak_mib, timing, grid_bytes)
+        int jrc = rank == 0 ? write_summary(&o, size, si.S, gram_batch, rep, L * n_lin, seconds,
+                                            ppl_dense, ppl_pruned, peak_mib, timing, grid_bytes)
                             : SDS_OK;
         rc = sds_agree(comm, jrc);
     }

@@ -1,5 +1,7 @@
 #include "plan.h"
 
+#include "hessian.h"
+
 #include "sds.h"
 #include "stage_map.h"
 
@@ -171,6 +173,18 @@ static double local_sums(double cols) {
     return 16.0 * cols * (cols + 1.0) / 2.0;
 }
 
+// The batch's buffers of one Gram cols wide (src/hessian.h's sds_hessian_batch): k - 1
+// sequences' inputs (T x cols) and k - 1 fp32 Grams; none for k < 2 or wider Grams.
+static double batch_extra(const sds_plan_input *in) {
+    const int32_t k =
+        in->gram_batch > SDS_HESSIAN_MAX_BATCH ? SDS_HESSIAN_MAX_BATCH : in->gram_batch;
+    return k > 1 ? (double)(k - 1) : 0.0;
+}
+static double batch_bytes(const sds_plan_input *in, double T, double cols) {
+    if (cols > (double)SDS_HESSIAN_BATCH_MAX_COLS) return 0.0;
+    return batch_extra(in) * (T + cols) * cols * 4.0;
+}
+
 static double grid_piece(double cols, int G, double *mloc, double *nloc) {
     int pr = 1;
     for (int d = 1; d * d <= G; d++)
@@ -239,6 +253,9 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
     // A group on SDS's output route (sds_sds_output_route: its sublayers' rows together fewer
     // than its cols) has no K; each of its sublayers has S (rows x cols: fp32 and a full 128-bit
     // accumulator, a gemm of 2 rows cols per token), and no copy of the dense path's inputs.
+    // With batched Grams (k = in->gram_batch > 1), each Gram at most SDS_HESSIAN_BATCH_MAX_COLS
+    // wide also holds k - 1 waiting sequences' inputs and k - 1 more fp32 Grams while the
+    // sequences are added, freed with the accumulators (src/hessian.c).
     double stats = 0.0, acc_bytes = 0.0, gram_flops_tok = 0.0, gram_bytes = 0.0;
     double group_rows[4] = {0.0, 0.0, 0.0, 0.0}, held_grams[4];
     for (int i = 0; i < pl.n; i++) group_rows[pl.group[i]] += pl.rows[i];
@@ -250,7 +267,7 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
         const double acc = halves * (8.0 * cc * cc + 16.0 * cross);
         held_grams[k] = halves * (cc * cc + cross) * PLAN_GRAM_HELD;
         stats += held_grams[k];
-        acc_bytes += acc;
+        acc_bytes += acc + halves * batch_bytes(in, T, cc);
         if (two) stats += (out_route ? 1.0 : 2.0) * T * cc * F4;
         if (wanda || is_sds) stats += cc * 12.0;
         // ssyrk of G (cols^2 per token); dense path: K (gemm, 2 cols^2) or S (2 rows cols);
@@ -310,7 +327,8 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
                 const double cc = pl.group_cols[q], pe = grid_piece(cc, G, &ml, &nlc);
                 grid_held += 4.0 * pe;
                 if (local_route(in, cc)) {
-                    grid_stats += local_sums(cc) + 4.0 * cc * cc - 4.0 * pe;
+                    grid_stats +=
+                        local_sums(cc) + 4.0 * cc * cc - 4.0 * pe + batch_bytes(in, T, cc);
                     continue;
                 }
                 // (only blocks on or above the diagonal are computed: the others' pages of the
@@ -319,12 +337,14 @@ int sds_plan_compute(const sds_plan_input *in, const sds_plan_machine *mc, sds_p
                 // share, for another owner)
                 const double upper = fmin(1.0, 0.5 + 0.5 * PLAN_DIST_NB / cc);
                 const double extra = G > 1 ? 16.0 * PLAN_DIST_NB * PLAN_DIST_NB : 0.0;
+                // (with k > 1 threads, sds_dist_gram_threads: one block more per extra thread)
+                const double tiles = batch_extra(in) * 4.0 * PLAN_DIST_NB * PLAN_DIST_NB;
                 // and X's column panels that the rank's blocks read, copied out of each
                 // sequence (mpi/dist_gram.c): at most its piece's block rows and columns
                 const double panels =
                     fmin(ceil(cc / PLAN_DIST_NB) * PLAN_DIST_NB, ml + nlc) * T * F4;
                 grid_stats += 16.0 * pe * upper - 4.0 * pe + 4.0 * PLAN_DIST_NB * PLAN_DIST_NB +
-                              extra + 2.0 * T * cc * F4 + panels;
+                              extra + 2.0 * T * cc * F4 + panels + tiles;
             }
             for (int i = 0; i < pl.n; i++) {
                 const double cc = pl.cols[i], nw = pl.rows[i] * cc;

@@ -44,6 +44,11 @@ typedef struct {
     // SparseGPT: input groups at most this many columns wide sum their Hessian whole on every
     // rank (prune --local-hessian-max); wider ones on the stage's grid. 0: all on the grid
     int64_t local_hessian_max;
+    // how many sequences' Grams a rank computes at once (prune's SDS_GRAM_BATCH, else its BLAS
+    // threads; src/hessian.h): 0 or 1 one at a time; k > 1 holds k - 1 sequences' inputs and
+    // Grams more per Gram at most SDS_HESSIAN_BATCH_MAX_COLS wide, and k - 1 blocks more per
+    // Gram on the grid
+    int32_t gram_batch;
 } sds_plan_input;
 
 // Bytes one rank holds at its peak, by kind.
